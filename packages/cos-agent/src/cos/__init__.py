@@ -1,0 +1,1 @@
+"""The cOS agent: runs on the booted system."""

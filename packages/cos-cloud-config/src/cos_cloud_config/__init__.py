@@ -1,0 +1,1 @@
+"""cOS cloud-config: sources, stages and the actions they run."""

@@ -1,0 +1,75 @@
+"""Where cloud-config comes from, in the order it applies (later files add to earlier)."""
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DIRECTORIES = [Path("/system/oem"), Path("/oem"), Path("/usr/local/cloud-config")]
+CIDATA_MOUNT = Path("/run/cos/cidata")
+
+
+@dataclass
+class Document:
+    origin: str  # file name (and what it came from) for messages
+    data: dict
+
+
+@dataclass
+class Loaded:
+    documents: list[Document] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    meta_data: dict = field(default_factory=dict)
+
+
+def parse(text: str, origin: str, loaded: Loaded) -> None:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        loaded.errors.append(f"{origin}:{line}: malformed YAML: {getattr(exc, 'problem', exc)}")
+        return
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        loaded.errors.append(f"{origin}: expected a mapping at the top level")
+        return
+    loaded.documents.append(Document(origin, data))
+
+
+def mount_cidata() -> Path | None:
+    """The NoCloud volume, mounted read-only once per boot."""
+    if (CIDATA_MOUNT / "user-data").exists() or (CIDATA_MOUNT / "meta-data").exists():
+        return CIDATA_MOUNT
+    dev = subprocess.run(["blkid", "-L", "cidata"], capture_output=True, text=True).stdout.strip()
+    if not dev:
+        dev = subprocess.run(["blkid", "-L", "CIDATA"], capture_output=True, text=True).stdout.strip()
+    if not dev:
+        return None
+    CIDATA_MOUNT.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-o", "ro", dev, str(CIDATA_MOUNT)]).returncode != 0:
+        return None
+    return CIDATA_MOUNT
+
+
+def load_all(extra: list[Path] | None = None, use_cidata: bool = True) -> Loaded:
+    loaded = Loaded()
+    for directory in DIRECTORIES:
+        for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
+            parse(path.read_text(), str(path), loaded)
+    for path in extra or []:
+        parse(path.read_text(), str(path), loaded)
+    cidata = mount_cidata() if use_cidata else None
+    if cidata:
+        meta = cidata / "meta-data"
+        if meta.exists():
+            try:
+                loaded.meta_data = yaml.safe_load(meta.read_text()) or {}
+            except yaml.YAMLError as exc:
+                loaded.errors.append(f"{meta}: malformed YAML: {exc}")
+        user = cidata / "user-data"
+        if user.exists():
+            parse(user.read_text(), f"{user} (NoCloud)", loaded)
+    return loaded

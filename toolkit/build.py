@@ -1,0 +1,140 @@
+"""`invoke build`: flavor + arch -> rootfs -> slot image, recovery, disk, OCI image.
+
+Each stage is cached by a hash of its inputs (toolkit.cache), and each stage's key feeds
+the next, so a changed package rebuilds the rootfs and what follows, nothing else.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit import paths
+from toolkit.arch import Arch
+from toolkit.cache import StageCache, StageResult
+from toolkit.disk import build_disk, make_slot_image
+from toolkit.errors import CosError
+from toolkit.flavors import Flavor
+from toolkit.initramfs import build_initramfs
+from toolkit.rootfs import build_rootfs, finish, kernel_version, mirror
+from toolkit.runner import run
+
+# Bump when the build logic changes in a way the inputs do not show.
+BUILDER_VERSION = 1
+MIN_FREE_BYTES = 6 << 30
+
+
+@dataclass
+class ImageBuild:
+    flavor: Flavor
+    arch: Arch
+    folder: Path
+    stages: list[StageResult] = field(default_factory=list)
+
+    @property
+    def rootfs(self) -> Path:
+        return self.folder / "rootfs"
+
+    @property
+    def disk_raw(self) -> Path:
+        return self.folder / "disk.raw"
+
+    @property
+    def disk_qcow2(self) -> Path:
+        return self.folder / "disk.qcow2"
+
+    @property
+    def slot_image(self) -> Path:
+        return self.folder / "system.img"
+
+    @property
+    def recovery_image(self) -> Path:
+        return self.folder / "recovery.img"
+
+    @property
+    def rootfs_tar(self) -> Path:
+        return self.folder / "rootfs.tar"
+
+
+def image_folder(flavor: str, arch: str) -> Path:
+    return paths.build_dir() / "images" / flavor / arch
+
+
+def source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value:
+        return int(value)
+    result = subprocess.run(["git", "-C", str(paths.REPO_ROOT), "log", "-1", "--format=%ct"],
+                            capture_output=True, text=True)
+    return int(result.stdout.strip() or time.time())
+
+
+def check_free_space(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise CosError(f"{folder}: only {free >> 20} MiB free; a build needs {MIN_FREE_BYTES >> 20} MiB")
+
+
+def _rootfs_stage(image: ImageBuild, repo, log) -> None:
+    def build(out):
+        target = out[image.rootfs]
+        build_rootfs(image.flavor, image.arch, repo.repo_dir, repo.keyring, target, log=log)
+        finish(target, image.flavor, image.arch, build_id=repo.inputs_hash[:12])
+        version = kernel_version(target)
+        (target / "boot/initrd.img").write_bytes(build_initramfs(target, version))
+        vmlinuz = target / "boot/vmlinuz"
+        vmlinuz.unlink(missing_ok=True)
+        vmlinuz.symlink_to(f"vmlinuz-{version}")
+
+    flavor = image.flavor
+    inputs = {
+        "builder": BUILDER_VERSION, "arch": image.arch.name, "suite": flavor.suite,
+        "packages": flavor.packages_for(image.arch.name), "mirror": mirror(),
+        "flavor_files": flavor.files, "overlays": flavor.overlays,
+        "cloud_configs": flavor.cloud_configs, "persistent": flavor.persistent_paths,
+        "version": flavor.version, "repo": repo.inputs_hash,
+        "code": [paths.REPO_ROOT / "toolkit" / m for m in ("rootfs.py", "initramfs.py")],
+    }
+    cache = StageCache(image.folder)
+    image.stages.append(_run(cache, "rootfs", inputs, [image.rootfs], build, log))
+
+
+def _run(cache: StageCache, name: str, inputs: dict, outputs: list[Path], build, log) -> StageResult:
+    log(f"[{name}] ...")
+    result = cache.run(name, inputs, outputs, build)
+    log(f"[{name}] {result.status}" + (f" in {result.seconds:.1f} s" if result.status == "built" else ""))
+    return result
+
+
+def build_image(flavor: Flavor, arch: Arch, repo, log=print) -> ImageBuild:
+    image = ImageBuild(flavor, arch, image_folder(flavor.name, arch.name))
+    check_free_space(image.folder)
+    cache = StageCache(image.folder)
+    epoch = source_date_epoch()
+    _rootfs_stage(image, repo, log)
+    rootfs_key = image.stages[-1].key
+    code = paths.REPO_ROOT / "toolkit"
+
+    image.stages.append(_run(
+        cache, "system-image", {"rootfs": rootfs_key, "code": code / "disk.py"}, [image.slot_image],
+        lambda out: make_slot_image(image.rootfs, out[image.slot_image], epoch), log))
+    image.stages.append(_run(
+        cache, "recovery-image", {"rootfs": rootfs_key}, [image.recovery_image],
+        lambda out: run(["mksquashfs", str(image.rootfs), str(out[image.recovery_image]),
+                         "-comp", "gzip", "-noappend", "-no-progress", "-quiet",
+                         "-mkfs-time", str(epoch), "-all-time", str(epoch)],
+                        what="mksquashfs recovery image"), log))
+
+    def disk(out):
+        build_disk(image.rootfs, image.slot_image, image.recovery_image, arch, out[image.disk_raw], epoch)
+        run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd",
+             "-m", "2", "-W", str(out[image.disk_raw]), str(out[image.disk_qcow2])],
+            what="qemu-img convert to qcow2")
+
+    keys = [s.key for s in image.stages]
+    image.stages.append(_run(cache, "disk", {"stages": keys, "code": [code / "disk.py", code / "grub.py"]},
+                             [image.disk_raw, image.disk_qcow2], disk, log))
+    return image

@@ -1,0 +1,107 @@
+"""Stages keyed by a hash of their inputs: a no-op rebuild does nothing.
+
+A stage writes its outputs to temporary names and renames them into place only when it
+succeeded, then records its key. A failed stage leaves no output that looks finished.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def hash_path(path: Path, digest) -> None:
+    """Feed a file or a whole tree (names, modes, link targets, contents) to `digest`."""
+    entries = [path] if not path.is_dir() or path.is_symlink() else sorted(path.rglob("*"))
+    for entry in entries:
+        rel = entry.relative_to(path) if entry != path else Path(entry.name)
+        digest.update(f"{rel}\0".encode())
+        if entry.is_symlink():
+            digest.update(b"L" + os.readlink(entry).encode())
+        elif entry.is_file():
+            digest.update(b"F" + oct(entry.stat().st_mode & 0o777).encode())
+            with open(entry, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        else:
+            digest.update(b"D")
+
+
+def inputs_key(inputs: dict) -> str:
+    """Stable key over strings, numbers, lists, dicts and Paths (hashed by content)."""
+    digest = hashlib.sha256()
+
+    def feed(value):
+        if isinstance(value, Path):
+            digest.update(b"P")
+            if value.exists():
+                hash_path(value, digest)
+            else:
+                digest.update(b"missing")
+        elif isinstance(value, dict):
+            for k in sorted(value):
+                digest.update(f"K{k}\0".encode())
+                feed(value[k])
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(json.dumps(value).encode())
+
+    feed(inputs)
+    return digest.hexdigest()
+
+
+@dataclass
+class StageResult:
+    name: str
+    key: str
+    status: str  # "built" or "cached"
+    seconds: float
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class StageCache:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.stamps = folder / ".stamps"
+
+    def is_current(self, name: str, key: str, outputs: list[Path]) -> bool:
+        stamp = self.stamps / name
+        return stamp.exists() and stamp.read_text() == key and all(p.exists() for p in outputs)
+
+    def run(self, name: str, inputs: dict, outputs: list[Path],
+            build: Callable[[dict[Path, Path]], None], force: bool = False) -> StageResult:
+        """Call build({final: temporary}) unless the stage is current; then move into place."""
+        key = inputs_key(inputs)
+        start = time.monotonic()
+        if not force and self.is_current(name, key, outputs):
+            return StageResult(name, key, "cached", 0.0)
+        self.stamps.mkdir(parents=True, exist_ok=True)
+        (self.stamps / name).unlink(missing_ok=True)  # outputs are not current from here on
+        temporary = {out: out.with_name(f".{out.name}.partial") for out in outputs}
+        for tmp in temporary.values():
+            _remove(tmp)
+        try:
+            build(temporary)
+            for out, tmp in temporary.items():
+                _remove(out)
+                tmp.rename(out)
+        except BaseException:
+            for tmp in temporary.values():
+                _remove(tmp)
+            raise
+        (self.stamps / name).write_text(key)
+        return StageResult(name, key, "built", time.monotonic() - start)

@@ -1,0 +1,136 @@
+"""The cOS disk image: GPT with COS_GRUB, COS_OEM, COS_RECOVERY, COS_STATE, COS_PERSISTENT.
+
+Nothing is mounted: each filesystem is made straight into its partition's place in the
+raw file (mke2fs -E offset, mkfs.vfat --offset, mtools' @@offset), so builds run
+unprivileged in containers and CI runners as well.
+"""
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.arch import Arch
+from toolkit.grub import build_efi_binary, new_grubenv
+from toolkit.runner import run
+
+MiB = 1 << 20
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+
+
+@dataclass
+class Partition:
+    label: str
+    size_mib: int
+    type_guid: str = LINUX_TYPE
+    start_mib: int = 0
+
+
+def tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                total += os.lstat(full).st_blocks * 512
+    return total
+
+
+def slot_size_mib(rootfs: Path) -> int:
+    """Room for the tree plus ext4 metadata and a little headroom."""
+    return math.ceil(tree_size(rootfs) * 1.15 / MiB) + 64
+
+
+def reproducible_env(epoch: int) -> dict:
+    return {**os.environ, "E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch)}
+
+
+def make_ext4(target: Path, label: str, size_mib: int, content: Path | None, epoch: int,
+              offset: int = 0, journal: bool = True) -> None:
+    args = ["mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-m", "0",
+            "-E", f"root_owner=0:0,nodiscard,offset={offset}"]
+    if not journal:
+        args += ["-O", "^has_journal"]
+    if content is not None:
+        args += ["-d", str(content)]
+    run([*args, str(target), f"{size_mib}M"], what=f"mke2fs {label}", env=reproducible_env(epoch))
+
+
+def make_slot_image(rootfs: Path, output: Path, epoch: int) -> None:
+    """The system as one read-only ext4 image (no journal: it is never written)."""
+    make_ext4(output, "COS_SYSTEM", slot_size_mib(rootfs), rootfs, epoch, journal=False)
+
+
+def layout(slot_mib: int, recovery_mib: int) -> list[Partition]:
+    # COS_STATE holds active, passive and, during an upgrade, transition.
+    parts = [
+        Partition("COS_GRUB", 64, ESP_TYPE),
+        Partition("COS_OEM", 64),
+        Partition("COS_RECOVERY", recovery_mib + recovery_mib // 10 + 32),
+        Partition("COS_STATE", 3 * slot_mib + 64),
+        Partition("COS_PERSISTENT", 128),
+    ]
+    start = 1
+    for part in parts:
+        part.start_mib = start
+        start += part.size_mib
+    return parts
+
+
+def partition_table(parts: list[Partition]) -> str:
+    lines = ["label: gpt", "unit: sectors"]
+    for part in parts:
+        lines.append(f"start={part.start_mib * 2048}, size={part.size_mib * 2048}, "
+                     f"type={part.type_guid}, name={part.label}")
+    return "\n".join(lines) + "\n"
+
+
+def make_esp(disk: Path, part: Partition, rootfs: Path, arch: Arch, work: Path) -> None:
+    offset = part.start_mib * MiB
+    run(["mkfs.vfat", "-F", "32", "-s", "1", "-n", part.label, "--offset", str(offset // 512),
+         str(disk), str(part.size_mib * 1024)], what="mkfs.vfat COS_GRUB")
+    efi = work / arch.efi_boot_file
+    build_efi_binary(rootfs, arch, efi)
+    grubenv = work / "grubenv"
+    new_grubenv(grubenv)
+    image = f"{disk}@@{offset}"
+    run(["mmd", "-i", image, "::/EFI", "::/EFI/BOOT", "::/EFI/cos"], what="mmd on COS_GRUB")
+    for source, dest in ((efi, f"::/EFI/BOOT/{arch.efi_boot_file}"),
+                         (rootfs / "usr/share/cos/grub/grub.cfg", "::/EFI/cos/grub.cfg"),
+                         (grubenv, "::/EFI/cos/grubenv")):
+        run(["mcopy", "-i", image, str(source), dest], what=f"mcopy {dest}")
+
+
+def build_disk(rootfs: Path, slot_image: Path, recovery_image: Path, arch: Arch, output: Path,
+               epoch: int) -> list[Partition]:
+    """Write the raw disk image `output` from a finished rootfs, slot and recovery image."""
+    slot_mib = math.ceil(slot_image.stat().st_size / MiB)
+    recovery_mib = math.ceil(recovery_image.stat().st_size / MiB)
+    parts = layout(slot_mib, recovery_mib)
+    total_mib = parts[-1].start_mib + parts[-1].size_mib + 1  # + backup GPT
+    with open(output, "wb") as f:
+        f.truncate(total_mib * MiB)
+    run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(output)],
+        what="sfdisk", input=partition_table(parts).encode())
+    by_label = {p.label: p for p in parts}
+    with tempfile.TemporaryDirectory(prefix="cos-disk-", dir=output.parent) as tmp:
+        work = Path(tmp)
+        make_esp(output, by_label["COS_GRUB"], rootfs, arch, work)
+        for label, files in (("COS_STATE", {"cOS/active.img": slot_image, "cOS/passive.img": slot_image}),
+                             ("COS_RECOVERY", {"cOS/recovery.img": recovery_image}),
+                             ("COS_OEM", {}), ("COS_PERSISTENT", {})):
+            content = work / label
+            content.mkdir()
+            for name, source in files.items():
+                (content / name).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    # passive starts as a hard link of active: one copy on disk until an upgrade.
+                    os.link(source, content / name)
+                except OSError:
+                    shutil.copy(source, content / name)
+            part = by_label[label]
+            make_ext4(output, label, part.size_mib, content, epoch, offset=part.start_mib * MiB)
+    return parts

@@ -1,0 +1,423 @@
+"""The local registry (Debian's docker-registry on 127.0.0.1) and a small client for it.
+
+The client speaks the Distribution v2 HTTP API over urllib: enough to push an OCI layout
+(image or multi-arch index), resolve a tag to a digest, and store/fetch cosign signatures
+the way cosign does (a manifest tagged `sha256-<hex>.sig` beside the image).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from toolkit import oci, paths
+from toolkit.cosign import repository_of
+from toolkit.errors import CosError
+
+REGISTRY_BINARY = "docker-registry"
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (oci.MEDIA_MANIFEST, oci.MEDIA_INDEX, MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST)
+MEDIA_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+
+_CHUNK = 1 << 20
+_TIMEOUT = 60  # seconds per socket operation, not per request
+# Never send local traffic through a proxy from the environment.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# ---------------------------------------------------------------- references and HTTP
+
+
+def parse_reference(reference: str) -> tuple[str, str, str]:
+    """'host:port/repo/name:tag' or '...@sha256:..' -> (host, repo, tag or digest)."""
+    name, at, digest = reference.partition("@")
+    host, slash, rest = name.partition("/")
+    if not slash or not rest or not ("." in host or ":" in host or host == "localhost"):
+        raise CosError(
+            f"image reference {reference!r} needs a registry host, e.g. 127.0.0.1:5000/cos/name:tag"
+        )
+    repo = repository_of(name)[len(host) + 1 :]
+    tag = name[len(host) + 1 + len(repo) + 1 :]
+    if at:
+        return host, repo, digest
+    return host, repo, tag or "latest"
+
+
+def _base_url(host: str) -> str:
+    # Only the local registry is plain HTTP; anything else is expected to have TLS.
+    local = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+    return f"{'http' if local else 'https'}://{host}"
+
+
+def _call(
+    method: str,
+    url: str,
+    host: str,
+    *,
+    body: bytes | Iterator[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+    missing_ok: bool = False,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request; (status, headers, body). A 404 returns status 404 when missing_ok."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with _opener.open(request, timeout=_TIMEOUT) as response:
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as e:
+        if missing_ok and e.code == 404:
+            return 404, dict(e.headers.items()), b""
+        detail = e.read()[:500].decode(errors="replace").strip()
+        try:
+            detail = json.loads(detail)["errors"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            pass
+        raise CosError(f"{method} {url}: HTTP {e.code} {e.reason}: {detail}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+        raise CosError(
+            f"registry at {host} is not answering (is `invoke registry` running?): {e}"
+        ) from None
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+# ---------------------------------------------------------------- client
+
+
+def _push_blob(host: str, repo: str, path: Path, digest: str) -> None:
+    base = f"{_base_url(host)}/v2/{repo}"
+    status, _, _ = _call("HEAD", f"{base}/blobs/{digest}", host, missing_ok=True)
+    if status == 200:
+        return  # content-addressed: already there means the same bytes
+    _, headers, _ = _call("POST", f"{base}/blobs/uploads/", host, body=b"")
+    location = urllib.parse.urljoin(base + "/", _header(headers, "Location") or "")
+    separator = "&" if "?" in location else "?"
+    size = path.stat().st_size
+
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                yield chunk
+
+    # Monolithic PUT, streamed: the layer is never held in memory.
+    _call(
+        "PUT",
+        f"{location}{separator}digest={urllib.parse.quote(digest)}",
+        host,
+        body=chunks(),
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+    )
+
+
+def _push_bytes(host: str, repo: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    base = f"{_base_url(host)}/v2/{repo}"
+    status, _, _ = _call("HEAD", f"{base}/blobs/{digest}", host, missing_ok=True)
+    if status != 200:
+        _, headers, _ = _call("POST", f"{base}/blobs/uploads/", host, body=b"")
+        location = urllib.parse.urljoin(base + "/", _header(headers, "Location") or "")
+        separator = "&" if "?" in location else "?"
+        _call(
+            "PUT",
+            f"{location}{separator}digest={urllib.parse.quote(digest)}",
+            host,
+            body=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    return digest
+
+
+def _put_manifest(host: str, repo: str, ref: str, data: bytes, media_type: str) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    url = f"{_base_url(host)}/v2/{repo}/manifests/{ref}"
+    _, headers, _ = _call("PUT", url, host, body=data, headers={"Content-Type": media_type})
+    answered = _header(headers, "Docker-Content-Digest")
+    if answered and answered != digest:
+        raise CosError(f"PUT {url}: registry stored {answered}, expected {digest}")
+    return digest
+
+
+def _push_image_manifest(host: str, repo: str, layout: Path, descriptor: dict, ref: str) -> str:
+    data = oci.blob_path(layout, descriptor["digest"]).read_bytes()
+    manifest = json.loads(data)
+    for blob in [manifest["config"], *manifest["layers"]]:
+        _push_blob(host, repo, oci.blob_path(layout, blob["digest"]), blob["digest"])
+    return _put_manifest(host, repo, ref, data, descriptor["mediaType"])
+
+
+def push_layout(layout_dir: Path, reference: str) -> str:
+    """Push the image or image index of an OCI layout to reference; its manifest digest."""
+    layout_dir = Path(layout_dir)
+    host, repo, tag = parse_reference(reference)
+    top = oci.top_descriptor(layout_dir)
+    if top["mediaType"] == oci.MEDIA_INDEX:
+        index_bytes = oci.blob_path(layout_dir, top["digest"]).read_bytes()
+        for child in json.loads(index_bytes)["manifests"]:
+            _push_image_manifest(host, repo, layout_dir, child, child["digest"])
+        return _put_manifest(host, repo, tag, index_bytes, oci.MEDIA_INDEX)
+    if top["mediaType"] == oci.MEDIA_MANIFEST:
+        return _push_image_manifest(host, repo, layout_dir, top, tag)
+    raise CosError(f"{layout_dir}/index.json: cannot push media type {top['mediaType']!r}")
+
+
+def get_manifest(reference: str) -> tuple[str, bytes, str]:
+    """(media type, raw bytes, digest) of a manifest or index; CosError if absent."""
+    host, repo, ref = parse_reference(reference)
+    url = f"{_base_url(host)}/v2/{repo}/manifests/{ref}"
+    status, headers, data = _call(
+        "GET", url, host, headers={"Accept": ", ".join(MANIFEST_TYPES)}, missing_ok=True
+    )
+    if status == 404:
+        raise CosError(f"{reference}: no such image in the registry")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    if ref.startswith("sha256:") and digest != ref:
+        raise CosError(f"GET {url}: content has digest {digest}, not {ref}")
+    media_type = (_header(headers, "Content-Type") or "").split(";")[0]
+    return media_type or json.loads(data).get("mediaType", ""), data, digest
+
+
+def resolve_digest(reference: str) -> str:
+    """The manifest digest a tag points at now (resolve once, then pull by digest)."""
+    host, repo, ref = parse_reference(reference)
+    if ref.startswith("sha256:"):
+        return ref
+    url = f"{_base_url(host)}/v2/{repo}/manifests/{ref}"
+    status, headers, _ = _call(
+        "HEAD", url, host, headers={"Accept": ", ".join(MANIFEST_TYPES)}, missing_ok=True
+    )
+    if status == 404:
+        raise CosError(f"{reference}: no such image in the registry")
+    return _header(headers, "Docker-Content-Digest") or get_manifest(reference)[2]
+
+
+def _signature_tag(digest: str) -> str:
+    return digest.replace(":", "-") + ".sig"
+
+
+def _signature_manifest(host: str, repo: str, digest: str) -> dict | None:
+    try:
+        _, data, _ = get_manifest(f"{host}/{repo}:{_signature_tag(digest)}")
+    except CosError as e:
+        if "no such image" in str(e):
+            return None
+        raise
+    return json.loads(data)
+
+
+def push_signature(ref_repo: str, digest: str, payload: bytes, signature: str) -> str:
+    """Store a signature as cosign does; returns the signature manifest's digest.
+
+    Like cosign, a new signature is appended to those already there (another key, a
+    re-sign), and pushing the same one twice changes nothing.
+    """
+    host, repo, _ = parse_reference(repository_of(ref_repo))
+    existing = _signature_manifest(host, repo, digest)
+    layers = list(existing["layers"]) if existing else []
+    payload_digest = _push_bytes(host, repo, payload)
+    layer = {
+        "mediaType": MEDIA_SIMPLESIGNING,
+        "size": len(payload),
+        "digest": payload_digest,
+        "annotations": {SIGNATURE_ANNOTATION: signature},
+    }
+    if layer not in layers:
+        layers.append(layer)
+    # cosign's config: an empty image whose diff_ids are the (uncompressed) payloads.
+    config = {
+        "architecture": "",
+        "os": "",
+        "created": "0001-01-01T00:00:00Z",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]},
+    }
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    config_digest = _push_bytes(host, repo, config_bytes)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": oci.MEDIA_MANIFEST,
+        "config": {
+            "mediaType": oci.MEDIA_CONFIG,
+            "size": len(config_bytes),
+            "digest": config_digest,
+        },
+        "layers": layers,
+    }
+    data = json.dumps(manifest, separators=(",", ":")).encode()
+    return _put_manifest(host, repo, _signature_tag(digest), data, oci.MEDIA_MANIFEST)
+
+
+def fetch_signatures(repo: str, digest: str) -> list[tuple[bytes, str]]:
+    """Every (payload, signature) stored for the image digest in repo, oldest first."""
+    host, name, _ = parse_reference(repository_of(repo))
+    manifest = _signature_manifest(host, name, digest)
+    if manifest is None:
+        raise CosError(f"{repository_of(repo)}@{digest} has no signature in the registry")
+    found = []
+    for layer in manifest.get("layers", []):
+        signature = layer.get("annotations", {}).get(SIGNATURE_ANNOTATION)
+        if layer.get("mediaType") != MEDIA_SIMPLESIGNING or signature is None:
+            continue
+        url = f"{_base_url(host)}/v2/{name}/blobs/{layer['digest']}"
+        _, _, payload = _call("GET", url, host)
+        if "sha256:" + hashlib.sha256(payload).hexdigest() != layer["digest"]:
+            raise CosError(f"GET {url}: payload does not match its digest")
+        found.append((payload, signature))
+    if not found:
+        raise CosError(f"{repository_of(repo)}@{digest}: signature manifest holds no signature")
+    return found
+
+
+def fetch_signature(repo: str, digest: str) -> tuple[bytes, str]:
+    """The newest (payload, signature) stored for the image digest in repo."""
+    return fetch_signatures(repo, digest)[-1]
+
+
+# ---------------------------------------------------------------- server
+
+_children: dict[int, subprocess.Popen] = {}  # started here: reaped on stop, no zombies
+
+
+def _storage(storage_dir: Path | None) -> Path:
+    return Path(storage_dir) if storage_dir else paths.build_dir() / "registry"
+
+
+def _alive(pid: int, config: Path) -> bool:
+    """pid is a live docker-registry serving this config (not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and str(config).encode() in cmdline
+
+
+def _answers(address: str) -> bool:
+    try:
+        with _opener.open(f"http://{address}/v2/", timeout=2) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _running(storage: Path) -> tuple[int, int] | None:
+    """(pid, port) of the registry started for this storage, if it still runs."""
+    try:
+        state = json.loads((storage / "registry.pid").read_text())
+        pid, port = int(state["pid"]), int(state["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (pid, port) if _alive(pid, storage / "config.yml") else None
+
+
+def _config(storage: Path, port: int) -> str:
+    # JSON strings are valid YAML scalars: safe for any path.
+    return f"""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {json.dumps(str(storage / "data"))}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+  secret: cos-local-registry
+"""
+
+
+def start_registry(
+    storage_dir: Path | None = None, port: int = 5000, log: Callable[[str], None] = print
+) -> str:
+    """Run docker-registry on 127.0.0.1:port (reusing one already running); its address."""
+    storage = _storage(storage_dir)
+    address = f"127.0.0.1:{port}"
+    running = _running(storage)
+    if running:
+        if running[1] != port:
+            raise CosError(
+                f"the registry for {storage} already runs on port {running[1]}, not {port}; "
+                "stop it first"
+            )
+        if _answers(address):
+            log(f"registry: already running at {address} (pid {running[0]})")
+            return address
+        stop_registry(storage, log)  # alive but deaf: start afresh
+    binary = shutil.which(REGISTRY_BINARY)
+    if binary is None:
+        raise CosError(f"{REGISTRY_BINARY} not found: apt-get install docker-registry")
+    if _port_taken(port):
+        raise CosError(f"port {port} on 127.0.0.1 is taken by another program; choose another port")
+    storage.mkdir(parents=True, exist_ok=True)
+    config = storage / "config.yml"
+    config.write_text(_config(storage, port))
+    log_path = storage / "registry.log"
+    with log_path.open("ab") as log_file:
+        # Own session: the registry outlives this command and ignores its Ctrl-C.
+        proc = subprocess.Popen(
+            [binary, "serve", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    (storage / "registry.pid").write_text(json.dumps({"pid": proc.pid, "port": port}))
+    deadline = time.monotonic() + 15
+    while not _answers(address):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_registry(storage, log=lambda _: None)
+            tail = log_path.read_text(errors="replace")[-1500:]
+            raise CosError(f"registry on {address} did not start; {log_path} ends with:\n{tail}")
+        time.sleep(0.1)
+    log(f"registry: serving {address} from {storage} (pid {proc.pid})")
+    return address
+
+
+def stop_registry(storage_dir: Path | None = None, log: Callable[[str], None] = print) -> bool:
+    """Stop the registry started for storage_dir; False if none was running."""
+    storage = _storage(storage_dir)
+    pid_file = storage / "registry.pid"
+    running = _running(storage)
+    if running:
+        pid = running[0]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(pid, storage / "config.yml") and time.monotonic() < deadline:
+            if pid in _children:
+                try:
+                    _children[pid].wait(timeout=0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(0.1)
+        if _alive(pid, storage / "config.yml"):
+            os.kill(pid, signal.SIGKILL)
+        if pid in _children:
+            _children.pop(pid).wait()
+        log(f"registry: stopped pid {pid}")
+    pid_file.unlink(missing_ok=True)
+    return running is not None

@@ -1,0 +1,118 @@
+"""Root filesystem of a flavor for one arch: mmdebstrap, then host-side finishing.
+
+Everything after mmdebstrap runs on the host, never under qemu-user: the image gets
+its initramfs from toolkit.initramfs instead of Debian's mkinitramfs (cos-initramfs
+provides linux-initramfs-tool), which is what makes aarch64 builds fast.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from toolkit import paths
+from toolkit.arch import Arch
+from toolkit.errors import CosError
+from toolkit.flavors import Flavor
+from toolkit.runner import run
+
+# Lean images: no manuals, docs or translations (copyright files stay, Debian policy).
+DPKG_EXCLUDES = [
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/lintian/*",
+]
+
+
+def mirror() -> list[str]:
+    """COS_MIRROR overrides; otherwise mmdebstrap's own default for the suite."""
+    value = os.environ.get("COS_MIRROR", "").strip()
+    return [value] if value else []
+
+
+def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
+                       apt_cache: Path) -> list[str]:
+    # copy: (not file:) puts our .debs into the chroot's archive folder, where dpkg sees them.
+    cos_source = f"deb [signed-by={keyring}] copy://{repo_dir} cos main"
+    return [
+        "mmdebstrap", "--mode=root", "--variant=apt", "--format=directory",
+        f"--arch={arch.deb}",
+        f"--components={','.join(flavor.components)}",
+        f"--include={','.join(flavor.packages_for(arch.name) + [arch.grub_efi_package])}",
+        *[f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES],
+        # The apt archive cache lives outside the checkout: a second build downloads nothing.
+        "--skip=essential/unlink",
+        f"--setup-hook=mkdir -p {shlex.quote(str(apt_cache))} \"$1\"/var/cache/apt/archives/",
+        f"--setup-hook=sync-in {shlex.quote(str(apt_cache))} /var/cache/apt/archives/",
+        f"--setup-hook=echo {shlex.quote(cos_source)} > \"$1\"/etc/apt/sources.list.d/cos.list",
+        "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/cos-*.deb",
+        f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(apt_cache))}",
+        "--customize-hook=rm -f \"$1\"/etc/apt/sources.list.d/cos.list",
+        flavor.suite, str(target), *mirror(),
+    ]
+
+
+def os_release(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
+    """Name the flavor and version in os-release, keeping Debian's own fields."""
+    path = rootfs / "usr/lib/os-release"
+    fields = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            fields[key] = "".join(shlex.split(value))
+    fields.update({
+        "PRETTY_NAME": f"cOS {flavor.version} ({fields.get('PRETTY_NAME', 'Debian')})",
+        "VARIANT": f"cOS {flavor.name}",
+        "VARIANT_ID": flavor.name,
+        "IMAGE_ID": f"cos-{flavor.name}",
+        "IMAGE_VERSION": flavor.version,
+        "BUILD_ID": build_id,
+        "COS_ARCH": arch.name,
+    })
+    escape = str.maketrans({c: "\\" + c for c in '"\\$`'})
+    path.write_text("".join(f'{k}="{v.translate(escape)}"\n' for k, v in fields.items()))
+
+
+def finish(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
+    """Host-side customization: overlay, defaults, identity, no machine-specific state."""
+    for overlay in flavor.overlays:
+        shutil.copytree(overlay, rootfs, symlinks=True, dirs_exist_ok=True)
+    oem = rootfs / "system/oem"
+    oem.mkdir(parents=True, exist_ok=True)
+    for index, config in enumerate(flavor.cloud_configs):
+        shutil.copy(config, oem / f"5{index}-{config.parent.name}.yaml")
+    (rootfs / "etc/cos").mkdir(parents=True, exist_ok=True)
+    (rootfs / "etc/cos/persistent-paths").write_text("\n".join(flavor.persistent_paths) + "\n")
+    os_release(rootfs, flavor, arch, build_id)
+    (rootfs / "etc/hostname").write_text("cos\n")
+    (rootfs / "etc/fstab").write_text("# cOS: the initramfs mounts everything; see /etc/cos.\n")
+    (rootfs / "oem").mkdir(exist_ok=True)
+    # Each machine makes its own identity on first boot.
+    (rootfs / "etc/machine-id").write_text("")
+    (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    shadow = (rootfs / "etc/shadow").read_text()
+    if any(line.split(":")[1] not in ("*", "!", "!*", "") for line in shadow.splitlines()
+           if line.startswith("root:")):
+        raise CosError(f"{rootfs}/etc/shadow: root has a password; cOS images must carry none")
+
+
+def kernel_version(rootfs: Path) -> str:
+    versions = sorted(p.name for p in (rootfs / "usr/lib/modules").iterdir() if p.is_dir())
+    if len(versions) != 1:
+        raise CosError(f"{rootfs}: expected exactly one kernel in /usr/lib/modules, found {versions}")
+    return versions[0]
+
+
+def build_rootfs(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
+                 log=print) -> None:
+    apt_cache = paths.cache_dir() / "apt" / flavor.suite / arch.deb
+    apt_cache.mkdir(parents=True, exist_ok=True)
+    command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache)
+    run(command, what=f"mmdebstrap {flavor.suite}/{arch.deb}", log=log, progress=True)
