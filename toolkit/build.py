@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit import paths
+from toolkit import cosign, oci, paths
 from toolkit.arch import Arch
 from toolkit.cache import StageCache, StageResult
 from toolkit.disk import build_disk, make_slot_image
@@ -54,8 +54,12 @@ class ImageBuild:
         return self.folder / "recovery.img"
 
     @property
-    def rootfs_tar(self) -> Path:
-        return self.folder / "rootfs.tar"
+    def oci_layout(self) -> Path:
+        return self.folder / "oci"
+
+    @property
+    def oci_archive(self) -> Path:
+        return self.folder / "image.oci.tar"
 
 
 def image_folder(flavor: str, arch: str) -> Path:
@@ -67,7 +71,7 @@ def source_date_epoch() -> int:
     if value:
         return int(value)
     result = subprocess.run(["git", "-C", str(paths.REPO_ROOT), "log", "-1", "--format=%ct"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     return int(result.stdout.strip() or time.time())
 
 
@@ -83,14 +87,19 @@ def _rootfs_stage(image: ImageBuild, repo, log) -> None:
         target = out[image.rootfs]
         build_rootfs(image.flavor, image.arch, repo.repo_dir, repo.keyring, target, log=log)
         finish(target, image.flavor, image.arch, build_id=repo.inputs_hash[:12])
+        keys = target / "etc/cos/keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image_key, keys / "cos-image.pub")
         version = kernel_version(target)
         (target / "boot/initrd.img").write_bytes(build_initramfs(target, version))
         vmlinuz = target / "boot/vmlinuz"
         vmlinuz.unlink(missing_ok=True)
         vmlinuz.symlink_to(f"vmlinuz-{version}")
 
+    _private, image_key = cosign.ensure_keypair()
     flavor = image.flavor
     inputs = {
+        "image_key": image_key,
         "builder": BUILDER_VERSION, "arch": image.arch.name, "suite": flavor.suite,
         "packages": flavor.packages_for(image.arch.name), "mirror": mirror(),
         "flavor_files": flavor.files, "overlays": flavor.overlays,
@@ -137,4 +146,70 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print) -> ImageBuild:
     keys = [s.key for s in image.stages]
     image.stages.append(_run(cache, "disk", {"stages": keys, "code": [code / "disk.py", code / "grub.py"]},
                              [image.disk_raw, image.disk_qcow2], disk, log))
+
+    def oci_image(out):
+        staging = image.folder / ".oci-staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            built = oci.build_oci_image(image.rootfs, staging, arch_oci=arch.oci, labels=oci_labels(image),
+                                        created=iso_time(epoch), log=log)
+            built.layout_dir.rename(out[image.oci_layout])
+            built.archive.rename(out[image.oci_archive])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    image.stages.append(_run(cache, "oci", {"rootfs": rootfs_key, "code": code / "oci.py"},
+                             [image.oci_layout, image.oci_archive], oci_image, log))
     return image
+
+
+def iso_time(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def oci_labels(image: ImageBuild) -> dict[str, str]:
+    flavor = image.flavor
+    labels = {
+        "org.opencontainers.image.title": f"cos-{flavor.name}",
+        "org.opencontainers.image.description": flavor.description,
+        "org.opencontainers.image.version": flavor.version,
+        "io.cos.flavor": flavor.name,
+        "io.cos.arch": image.arch.name,
+    }
+    source = subprocess.run(["git", "-C", str(paths.REPO_ROOT), "config", "remote.origin.url"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    if source:
+        labels["org.opencontainers.image.source"] = source
+    return labels
+
+
+def build(flavor_name: str | None, arch_name: str | None, log=print) -> list[ImageBuild]:
+    """Packages, then every requested arch of the flavor; a multi-arch index when both."""
+    from toolkit.arch import resolve_arches
+    from toolkit.flavors import load_flavor
+    from toolkit.packages import build_repository
+
+    flavor = load_flavor(flavor_name)
+    arches = resolve_arches(arch_name, flavor.architectures)
+    repo = build_repository(log=log)
+    images = []
+    for arch in arches:
+        log(f"== {flavor.name} {arch.name}")
+        images.append(build_image(flavor, arch, repo, log))
+    if len(images) > 1:
+        index = oci.build_index({i.arch.oci: oci.read_oci_image(i.folder) for i in images},
+                                paths.build_dir() / "images" / flavor.name / "multiarch")
+        log(f"multi-arch index: {index}")
+    return images
+
+
+def summary(images: list[ImageBuild]) -> str:
+    lines = []
+    for image in images:
+        lines.append(f"{image.flavor.name} {image.arch.name}:")
+        for stage in image.stages:
+            took = f"{stage.seconds:6.1f} s" if stage.status == "built" else "  cached"
+            lines.append(f"  {stage.name:15} {took}")
+        size = image.disk_qcow2.stat().st_size >> 20
+        lines.append(f"  disk: {image.disk_qcow2} ({size} MiB qcow2)")
+    return "\n".join(lines)

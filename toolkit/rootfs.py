@@ -8,7 +8,6 @@ provides linux-initramfs-tool), which is what makes aarch64 builds fast.
 import os
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
 from toolkit import paths

@@ -1,0 +1,139 @@
+"""invoke tasks of the cOS toolkit. Thin: each task parses arguments and calls toolkit/ or vm/."""
+
+import sys
+
+from invoke import Collection, Exit, task
+
+from toolkit.errors import CosError
+
+
+def _guard(func):
+    """Show a CosError as its message, not a traceback."""
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CosError as exc:
+            raise Exit(f"error: {exc}", code=2) from None
+    wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
+    wrapper.__wrapped__ = func
+    return wrapper
+
+
+@task
+@_guard
+def setup(c):
+    """Install what the host needs (apt packages, aarch64 binfmt, libvirtd); idempotent."""
+    from toolkit.hostsetup import ensure_host
+
+    ensure_host()
+
+
+@task
+@_guard
+def packages(c):
+    """Build packages/* into .debs and the signed apt repository (only what changed)."""
+    from toolkit.packages import build_repository
+
+    build_repository()
+
+
+@task
+@_guard
+def flavors(c):
+    """List the flavors and their arches."""
+    from toolkit.flavors import DEFAULT_FLAVOR, flavor_names, load_flavor
+
+    for name in flavor_names():
+        flavor = load_flavor(name)
+        default = " (default)" if name == DEFAULT_FLAVOR else ""
+        parent = f", from {flavor.parent}" if flavor.parent else ""
+        print(f"{name:20} {flavor.suite:10} {', '.join(flavor.architectures):16} "
+              f"{flavor.version}{parent}{default}")
+
+
+@task(help={"flavor": "flavor under images/ (default debian-trixie)",
+            "arch": "x86_64, aarch64 or all (default: the host's)",
+            "boot": "boot the built disk and wait for SSH"})
+@_guard
+def build(c, flavor=None, arch=None, boot=False):
+    """Build rootfs, OCI image, disk image for a flavor and arch (cached by inputs)."""
+    from toolkit.build import build as build_images
+    from toolkit.build import summary
+    from toolkit.hostsetup import ensure_host
+
+    ensure_host()
+    images = build_images(flavor, arch)
+    print(summary(images))
+    if boot:
+        from vm.boot_check import boot_and_check
+
+        for image in images:
+            boot_and_check(image.flavor.name, image.arch.name)
+
+
+@task(help={"port": "127.0.0.1 port (default 5000)"})
+@_guard
+def registry(c, port=5000):
+    """Start the local OCI registry (Debian's docker-registry) on 127.0.0.1."""
+    from toolkit.registry import start_registry
+
+    print(start_registry(port=int(port)))
+
+
+@task(help={"flavor": "flavor to push", "arch": "x86_64, aarch64 or all", "port": "registry port"})
+@_guard
+def push(c, flavor=None, arch=None, port=5000):
+    """Push built images (and a multi-arch index) to the local registry, signed."""
+    from toolkit.build import build as build_images
+    from toolkit.publish import push_image, push_index
+    from toolkit.registry import start_registry
+
+    address = start_registry(port=int(port))
+    images = build_images(flavor, arch)
+    for image in images:
+        push_image(image, address)
+    if len(images) > 1:
+        push_index(images, address)
+
+
+@task(help={"flavor": "flavor to test", "arch": "x86_64, aarch64 or all (default: host)",
+            "unit": "unit tests only (no VM)", "k": "pytest -k expression",
+            "workers": "pytest-xdist workers for the VM tests", "slow": "include slow scenarios"})
+@_guard
+def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
+    """Run unit tests, then boot the built image and run the VM scenarios."""
+    from toolkit.testing import run_tests
+
+    code = run_tests(flavor=flavor, arch=arch, unit_only=unit, keyword=k,
+                     workers=int(workers), slow=slow)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={"flavor": "flavor", "arch": "x86_64, aarch64 or all", "runs": "boots per arch"})
+@_guard
+def bench(c, flavor=None, arch=None, runs=3):
+    """Measure build time against plain mmdebstrap, boot time by phase, and sizes."""
+    from toolkit.bench import run_bench
+
+    run_bench(flavor, arch, runs=int(runs))
+
+
+@task
+def clean(c):
+    """Remove the build folder (the apt download cache outside the checkout stays)."""
+    import shutil
+
+    from toolkit.paths import build_dir
+
+    shutil.rmtree(build_dir(), ignore_errors=True)
+    print(f"removed {build_dir()}")
+
+
+ns = Collection(setup, packages, flavors, build, registry, push, test, bench, clean)
+try:
+    from vm.tasks import vm as vm_collection
+
+    ns.add_collection(vm_collection, "vm")
+except ImportError as exc:  # the harness is optional for building
+    print(f"note: vm tasks unavailable: {exc}", file=sys.stderr)

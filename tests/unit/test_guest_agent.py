@@ -1,0 +1,76 @@
+"""The in-guest code (agent, cloud-config runner) on the host, against real tools where
+they exist: the agent's grubenv writer must produce what grub-editenv reads."""
+
+import subprocess
+import sys
+
+import pytest
+
+from toolkit import paths
+
+sys.path[:0] = [str(paths.PACKAGES_DIR / "cos-agent/src"), str(paths.PACKAGES_DIR / "cos-cloud-config/src")]
+
+from cos import grubenv
+from cos_cloud_config.sources import Loaded, parse
+from cos_cloud_config.stages import steps_for
+
+
+def editenv(path, *args):
+    return subprocess.run(["grub-editenv", str(path), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_grubenv_round_trip_with_grub_editenv(tmp_path):
+    env = tmp_path / "grubenv"
+    editenv(env, "create")
+    editenv(env, "set", "saved_entry=passive", "cos_tentative=yes")
+    assert grubenv.read(env) == {"saved_entry": "passive", "cos_tentative": "yes"}
+    grubenv.update(env, cos_tentative="", next_entry="recovery")
+    assert env.stat().st_size == 1024
+    listed = dict(line.split("=", 1) for line in editenv(env, "list").split())
+    assert listed == {"saved_entry": "passive", "next_entry": "recovery"}
+
+
+def test_grubenv_rejects_other_files(tmp_path):
+    path = tmp_path / "grubenv"
+    path.write_text("not an env")
+    with pytest.raises(grubenv.GrubEnvError, match="not a GRUB environment block"):
+        grubenv.read(path)
+
+
+def load(text, origin="user-data"):
+    loaded = Loaded()
+    parse(text, origin, loaded)
+    return loaded
+
+
+def test_cloud_config_keys_map_to_stages():
+    loaded = load("#cloud-config\nhostname: box\nssh_authorized_keys: [ssh-ed25519 AAA k]\n"
+                  "runcmd: [echo hi]\nbootcmd: [echo early]\n")
+    boot = steps_for("boot", loaded)
+    assert boot[0][1]["hostname"] == "box"
+    assert boot[0][1]["ssh_authorized_keys"] == {"root": ["ssh-ed25519 AAA k"]}
+    assert steps_for("network", loaded)[0][1]["commands"] == ["echo hi"]
+    assert steps_for("boot.before", loaded)[0][1]["commands"] == ["echo early"]
+
+
+def test_stage_syntax_and_meta_data_hostname():
+    loaded = load("stages:\n  boot:\n    - name: one\n      commands: [true]\n")
+    loaded.meta_data = {"local-hostname": "from-meta"}
+    steps = steps_for("boot", loaded)
+    assert steps[0] == ("NoCloud meta-data", {"hostname": "from-meta"})
+    assert steps[1][1]["name"] == "one"
+
+
+def test_broken_yaml_names_file_and_line():
+    loaded = load("stages:\n  boot:\n    - name: [unclosed\n", origin="/oem/90.yaml")
+    assert loaded.errors and loaded.errors[0].startswith("/oem/90.yaml: line")
+    assert "malformed YAML" in loaded.errors[0]
+
+
+def test_unknown_stage_and_key_are_reported_and_rest_runs():
+    loaded = load("stages:\n  bogus: []\n  boot:\n    - name: ok\n      colour: red\n")
+    steps = steps_for("boot", loaded)
+    assert steps and steps[0][1]["name"] == "ok"
+    assert any("stages.bogus: unknown stage" in e for e in loaded.errors)
+    assert any("unknown key(s) colour" in e for e in loaded.errors)
