@@ -19,13 +19,13 @@ def grub_modules(rootfs: Path) -> list[str]:
     return [m for line in text.splitlines() for m in line.split("#", 1)[0].split()]
 
 
-def build_efi_binary(rootfs: Path, arch: Arch, output: Path) -> None:
+def build_efi_binary(rootfs: Path, arch: Arch, output: Path, early_config: Path | None = None) -> None:
     module_dir = rootfs / "usr/lib/grub" / arch.grub_platform
     if not module_dir.is_dir():
         raise CosError(f"{rootfs}: no GRUB modules in /{module_dir.relative_to(rootfs)}; "
                        f"is {arch.grub_efi_package} in the image?")
     run(["grub-mkimage", "--directory", str(module_dir), "--format", arch.grub_platform,
-         "--output", str(output), "--config", str(rootfs / GRUB_SHARE / "early.cfg"),
+         "--output", str(output), "--config", str(early_config or rootfs / GRUB_SHARE / "early.cfg"),
          "--prefix", "/EFI/cos", *grub_modules(rootfs)],
         what=f"grub-mkimage for {arch.grub_platform}")
 

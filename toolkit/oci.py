@@ -36,7 +36,7 @@ ARCHIVE_NAME = "image.oci.tar"  # out_dir/image.oci.tar is the same layout as on
 
 _BLOCK = 1 << 20
 _WINDOW = 32 * 1024  # deflate's window: each block is primed with the previous 32 KiB
-_LEVEL = 6
+_LEVEL = 1  # about 3x faster than 6 for ~10% more bytes; builds are on the critical path
 # mtime 0, no name, OS unix: the header carries nothing that changes between builds.
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
 

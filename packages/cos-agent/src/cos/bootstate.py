@@ -26,5 +26,8 @@ def update_grubenv(**changes: str) -> dict[str, str]:
 
 
 def mark_good() -> dict[str, str]:
-    """This boot passed its health checks: end any tentative state."""
+    """This boot passed its health checks: end any tentative state (writes only if any)."""
+    env = read_grubenv()
+    if not env.get("cos_tentative") and not env.get("cos_attempts"):
+        return env
     return update_grubenv(cos_tentative="", cos_attempts="")
