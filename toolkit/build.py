@@ -30,42 +30,22 @@ MIN_FREE_BYTES = 6 << 30
 
 @dataclass
 class ImageBuild:
+    """One flavor and arch in the build folder, and what each stage did this time."""
+
     flavor: Flavor
     arch: Arch
     folder: Path
     stages: list[StageResult] = field(default_factory=list)
 
-    @property
-    def rootfs(self) -> Path:
-        return self.folder / "rootfs"
-
-    @property
-    def disk_raw(self) -> Path:
-        return self.folder / "disk.raw"
-
-    @property
-    def disk_qcow2(self) -> Path:
-        return self.folder / "disk.qcow2"
-
-    @property
-    def slot_image(self) -> Path:
-        return self.folder / "system.img"
-
-    @property
-    def recovery_image(self) -> Path:
-        return self.folder / "recovery.img"
-
-    @property
-    def installer_iso(self) -> Path:
-        return self.folder / "installer.iso"
-
-    @property
-    def oci_layout(self) -> Path:
-        return self.folder / "oci"
-
-    @property
-    def oci_archive(self) -> Path:
-        return self.folder / "image.oci.tar"
+    def __post_init__(self) -> None:
+        self.rootfs = self.folder / "rootfs"
+        self.slot_image = self.folder / "system.img"  # becomes active.img and passive.img
+        self.recovery_image = self.folder / "recovery.img"
+        self.disk_raw = self.folder / "disk.raw"
+        self.disk_qcow2 = self.folder / "disk.qcow2"
+        self.installer_iso = self.folder / "installer.iso"
+        self.oci_layout = self.folder / "oci"
+        self.oci_archive = self.folder / "image.oci.tar"
 
 
 def image_folder(flavor: str, arch: str) -> Path:

@@ -35,11 +35,11 @@ def mirror() -> list[str]:
 
 
 def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
-                       apt_cache: Path) -> list[str]:
+                       apt_cache: Path, output_format: str = "directory") -> list[str]:
     # copy: (not file:) puts our .debs into the chroot's archive folder, where dpkg sees them.
     cos_source = f"deb [signed-by={keyring}] copy://{repo_dir} cos main"
     return [
-        "mmdebstrap", "--mode=root", "--variant=apt", "--format=directory",
+        "mmdebstrap", "--mode=root", "--variant=apt", f"--format={output_format}",
         f"--arch={arch.deb}",
         f"--components={','.join(flavor.components)}",
         f"--include={','.join(flavor.packages_for(arch.name) + [arch.grub_efi_package])}",
@@ -109,9 +109,13 @@ def kernel_version(rootfs: Path) -> str:
     return versions[0]
 
 
+def apt_cache_for(flavor: Flavor, arch: Arch) -> Path:
+    cache = paths.cache_dir() / "apt" / flavor.suite / arch.deb
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
 def build_rootfs(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
                  log=print) -> None:
-    apt_cache = paths.cache_dir() / "apt" / flavor.suite / arch.deb
-    apt_cache.mkdir(parents=True, exist_ok=True)
-    command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache)
+    command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache_for(flavor, arch))
     run(command, what=f"mmdebstrap {flavor.suite}/{arch.deb}", log=log, progress=True)

@@ -6,6 +6,7 @@ import sys
 from toolkit import paths
 from toolkit.arch import resolve_arches
 from toolkit.flavors import load_flavor
+from toolkit.hostsetup import ensure_host
 
 
 def pytest(args: list[str]) -> int:
@@ -21,13 +22,13 @@ def run_tests(flavor: str | None, arch: str | None, unit_only: bool, keyword: st
     reports = paths.build_dir() / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     selection = ["-k", keyword] if keyword else []
+    # Unit tests use the real tools too (apt, gpg, mkfs, skopeo, grub-editenv, ...).
+    ensure_host(arches=tuple(a.name for a in arches))
     code = pytest(["tests/unit", "-q", f"--junitxml={reports}/unit.xml", *selection])
     if code not in (0, 5) or unit_only:
         return code
     from toolkit.build import build
-    from toolkit.hostsetup import ensure_host
 
-    ensure_host(arches=tuple(a.name for a in arches))
     for a in arches:
         build(flavor_obj.name, a.name)
         marks = "vm" if slow else "vm and not slow"

@@ -1,0 +1,84 @@
+"""The built image, booted as users boot it: what the cOS disk layout and boot chain promise."""
+
+import json
+
+import pytest
+
+from toolkit.flavors import load_flavor
+
+pytestmark = pytest.mark.vm
+
+
+def test_root_is_the_active_slot_read_only(shared_machine):
+    m = shared_machine
+    boot = dict(line.split("=", 1) for line in m.succeed("cat /run/cos/boot").split())
+    assert boot == {"slot": "active", "image": "/cOS/active.img", "label": "COS_STATE"}
+    root = m.succeed("findmnt -n -o SOURCE,OPTIONS /").split()
+    assert root[0].startswith("/dev/loop") and root[1].startswith("ro")
+    backing = m.succeed(f"losetup -n -O BACK-FILE {root[0]}").strip()
+    assert backing.endswith("/cOS/active.img")
+    assert "Read-only file system" in m.fail("touch /usr/bin/cos-should-not-exist")
+
+
+def test_os_release_names_flavor_and_version(shared_machine, vm_settings):
+    flavor = load_flavor(vm_settings.flavor)
+    release = shared_machine.host.file("/etc/os-release").content_string
+    assert f'VARIANT_ID="{flavor.name}"' in release
+    assert f'IMAGE_VERSION="{flavor.version}"' in release
+    status = json.loads(shared_machine.succeed("cos status --json"))
+    assert status["flavor"] == flavor.name and status["version"] == flavor.version
+    assert status["boot"]["slot"] == "active"
+    assert status["grubenv"].get("cos_tentative", "") == ""
+
+
+def test_partition_layout(shared_machine):
+    labels = shared_machine.succeed("lsblk -n -o LABEL /dev/vda").split()
+    assert labels == ["COS_GRUB", "COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT"]
+    mounts = {line.split()[0]: line.split()[1] for line in
+              shared_machine.succeed("findmnt -n -l -o TARGET,SOURCE").splitlines()}
+    assert mounts["/oem"] == "/dev/vda2"
+    assert mounts["/usr/local"] == "/dev/vda5"
+
+
+def test_writable_paths(shared_machine):
+    m = shared_machine
+    for path in ("/etc", "/var", "/root", "/home", "/srv", "/opt", "/usr/local", "/oem"):
+        m.succeed(f"touch {path}/.cos-write-test && rm {path}/.cos-write-test")
+
+
+def test_no_password_logins(shared_machine):
+    m = shared_machine
+    root_hash = m.succeed("getent shadow root").split(":")[1]
+    assert root_hash in ("*", "!", "!*", "")
+    config = m.succeed("sshd -T")
+    assert "passwordauthentication no" in config
+    assert "kbdinteractiveauthentication no" in config
+    assert m.succeed("ls /etc/ssh").split().count("ssh_host_ed25519_key") == 0  # none baked in
+
+
+def test_persistence_across_reboot(machine_factory):
+    m = machine_factory(disk_size="4G")
+    host_key = m.succeed("cat /var/lib/cos/ssh/ssh_host_ed25519_key.pub")
+    for path in ("/etc/cos-volatile", "/usr/local/cos-kept", "/root/cos-kept",
+                 "/var/lib/cos/cos-kept", "/home/cos-kept", "/var/log/cos-kept"):
+        m.succeed(f"echo data > {path}")
+    m.reboot()
+    m.fail("test -e /etc/cos-volatile")
+    for path in ("/usr/local/cos-kept", "/root/cos-kept", "/var/lib/cos/cos-kept",
+                 "/home/cos-kept", "/var/log/cos-kept"):
+        assert m.succeed(f"cat {path}").strip() == "data", path
+    # same machine, same identity: host keys live on COS_PERSISTENT
+    assert m.succeed("cat /var/lib/cos/ssh/ssh_host_ed25519_key.pub") == host_key
+    # COS_PERSISTENT grew to the end of the 4 GiB disk on first boot
+    size = int(m.succeed("lsblk -b -n -o SIZE /dev/vda5").strip())
+    assert size > 2 << 30
+    assert int(m.succeed("df -B1 --output=size /usr/local | tail -1").strip()) > 2 << 30
+
+
+def test_installer_iso_boots_a_live_system(installer_machine):
+    m = installer_machine
+    boot = dict(line.split("=", 1) for line in m.succeed("cat /run/cos/boot").split())
+    assert boot["slot"] == "live" and boot["label"] == "COS_LIVE"
+    assert m.succeed("findmnt -n -o FSTYPE /").strip() == "squashfs"
+    # the live system leaves the target disk alone
+    assert m.succeed("findmnt -n -o SOURCE /usr/local || true").strip() == ""
