@@ -31,7 +31,7 @@ def run_tests(flavor: str | None, arch: str | None, unit_only: bool, keyword: st
 
     for a in arches:
         build(flavor_obj.name, a.name)
-        marks = "vm" if slow else "vm and not slow"
+        marks = "vm or image" if slow else "(vm or image) and not slow"
         args = ["tests/e2e", "-m", marks, f"--flavor={flavor_obj.name}", f"--arch={a.name}",
                 f"--junitxml={reports}/e2e-{flavor_obj.name}-{a.name}.xml", "-v", *selection]
         if workers > 1:
