@@ -11,4 +11,10 @@ def test_noop_rebuild_reuses_every_stage(vm_settings, vm_arch):
     images = build(vm_settings.flavor, vm_arch, log=lambda _m: None)
     assert [s.status for s in images[0].stages] == ["cached"] * len(images[0].stages)
     assert [s.name for s in images[0].stages] == [
-        "rootfs", "system-image", "recovery-image", "disk", "installer-iso", "oci"]
+        "rootfs",
+        "system-image",
+        "recovery-image",
+        "disk",
+        "installer-iso",
+        "oci",
+    ]

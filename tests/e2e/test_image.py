@@ -34,8 +34,10 @@ def test_os_release_names_flavor_and_version(shared_machine, vm_settings):
 def test_partition_layout(shared_machine):
     labels = shared_machine.succeed("lsblk -n -o LABEL /dev/vda").split()
     assert labels == ["COS_GRUB", "COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT"]
-    mounts = {line.split()[0]: line.split()[1] for line in
-              shared_machine.succeed("findmnt -n -l -o TARGET,SOURCE").splitlines()}
+    mounts = {
+        line.split()[0]: line.split()[1]
+        for line in shared_machine.succeed("findmnt -n -l -o TARGET,SOURCE").splitlines()
+    }
     assert mounts["/oem"] == "/dev/vda2"
     assert mounts["/usr/local"] == "/dev/vda5"
 
@@ -59,13 +61,24 @@ def test_no_password_logins(shared_machine):
 def test_persistence_across_reboot(machine_factory):
     m = machine_factory(disk_size="4G")
     host_key = m.succeed("cat /var/lib/cos/ssh/ssh_host_ed25519_key.pub")
-    for path in ("/etc/cos-volatile", "/usr/local/cos-kept", "/root/cos-kept",
-                 "/var/lib/cos/cos-kept", "/home/cos-kept", "/var/log/cos-kept"):
+    for path in (
+        "/etc/cos-volatile",
+        "/usr/local/cos-kept",
+        "/root/cos-kept",
+        "/var/lib/cos/cos-kept",
+        "/home/cos-kept",
+        "/var/log/cos-kept",
+    ):
         m.succeed(f"echo data > {path}")
     m.reboot()
     m.fail("test -e /etc/cos-volatile")
-    for path in ("/usr/local/cos-kept", "/root/cos-kept", "/var/lib/cos/cos-kept",
-                 "/home/cos-kept", "/var/log/cos-kept"):
+    for path in (
+        "/usr/local/cos-kept",
+        "/root/cos-kept",
+        "/var/lib/cos/cos-kept",
+        "/home/cos-kept",
+        "/var/log/cos-kept",
+    ):
         assert m.succeed(f"cat {path}").strip() == "data", path
     # same machine, same identity: host keys live on COS_PERSISTENT
     assert m.succeed("cat /var/lib/cos/ssh/ssh_host_ed25519_key.pub") == host_key

@@ -22,14 +22,20 @@ def built(vm_settings, vm_arch) -> ImageBuild:
     flavor = load_flavor(vm_settings.flavor)
     image = ImageBuild(flavor, get_arch(vm_arch), image_folder(flavor.name, vm_arch))
     if not image.oci_layout.is_dir():
-        pytest.fail(f"image not built: {image.oci_layout}; run `invoke build --flavor "
-                    f"{flavor.name} --arch {vm_arch}`")
+        pytest.fail(
+            f"image not built: {image.oci_layout}; run `invoke build --flavor "
+            f"{flavor.name} --arch {vm_arch}`"
+        )
     return image
 
 
 def skopeo_inspect(*args: str) -> dict:
-    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", *args], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
@@ -51,8 +57,9 @@ def test_push_sign_and_verify(built, registry):
     assert remote["Digest"] == published.digest
     assert remote["Labels"]["io.cos.flavor"] == built.flavor.name
 
-    payload, signature = reg.fetch_signature(repository_for(registry, built.flavor.name),
-                                             published.digest)
+    payload, signature = reg.fetch_signature(
+        repository_for(registry, built.flavor.name), published.digest
+    )
     baked_key = built.rootfs / "etc/cos/keys/cos-image.pub"
     cosign.verify(payload, signature, baked_key, published.digest)  # what a machine checks
     with pytest.raises(CosError, match="bad signature"):
