@@ -81,7 +81,40 @@ def libvirt_answers(uri: str = LIBVIRT_URI) -> bool:
     return result.returncode == 0
 
 
+def fix_libvirt_settings(log=print) -> bool:
+    """Host settings the harness needs; True when libvirtd must restart to take them."""
+    from vm.hostcheck import fix_kvm_device, fix_seccomp, kvm_device_problem, seccomp_problem
+
+    if not is_root():
+        for problem in (kvm_device_problem(), seccomp_problem()):
+            if problem:
+                log(f"warning: {problem}")
+        return False
+    if fix_kvm_device():
+        log("kvm: /dev/kvm set to group kvm, mode 0660 (as udev does), so libvirt keeps "
+            "its QEMU capability cache")
+    if fix_seccomp():
+        log("libvirt: seccomp_sandbox = 0 in /etc/libvirt/qemu.conf (the registry guest "
+            "forward spawns nc, which the sandbox punishes)")
+        return True
+    return False
+
+
+def restart_libvirtd(log=print) -> None:
+    if Path("/run/systemd/system").is_dir():
+        subprocess.run(["systemctl", "restart", "libvirtd"], check=False, capture_output=True)
+        return
+    subprocess.run(["pkill", "-x", "libvirtd"], check=False)
+    for _ in range(40):
+        if subprocess.run(["pgrep", "-x", "libvirtd"], check=False, capture_output=True).returncode:
+            break
+        time.sleep(0.25)
+    log("libvirt: restarting libvirtd")
+
+
 def ensure_libvirtd(log=print) -> None:
+    if fix_libvirt_settings(log) and libvirt_answers():
+        restart_libvirtd(log)
     if libvirt_answers():
         log("libvirt: libvirtd answers on qemu:///system")
         return

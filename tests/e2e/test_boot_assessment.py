@@ -7,8 +7,10 @@ import pytest
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-SET_GRUBENV = "python3 -c 'import sys; from cos import bootstate; " \
-              "bootstate.update_grubenv(**dict(a.split(\"=\", 1) for a in sys.argv[1:]))' "
+SET_GRUBENV = (
+    "python3 -c 'import sys; from cos import bootstate; "
+    'bootstate.update_grubenv(**dict(a.split("=", 1) for a in sys.argv[1:]))\' '
+)
 
 
 def boot_record(m) -> dict:
@@ -33,8 +35,10 @@ def test_one_shot_recovery_then_back_to_active(machine):
 def test_failed_tentative_boot_falls_back_to_passive(machine):
     m = machine
     # A health check that fails on the active slot only, as a broken new slot would.
-    m.succeed("mkdir -p /oem/health.d && printf '#!/bin/sh\\n! grep -q slot=active /run/cos/boot\\n' "
-              "> /oem/health.d/50-broken-active && chmod +x /oem/health.d/50-broken-active")
+    m.succeed(
+        "mkdir -p /oem/health.d && printf '#!/bin/sh\\n! grep -q slot=active /run/cos/boot\\n' "
+        "> /oem/health.d/50-broken-active && chmod +x /oem/health.d/50-broken-active"
+    )
     m.succeed(SET_GRUBENV + "cos_tentative=yes")
     # GRUB tries active once; its assessment fails and reboots; GRUB then boots passive.
     # The tentative boot may answer SSH for a moment, unhealthy: no health gate here.

@@ -1,0 +1,89 @@
+"""A Machine's files and domain before any boot: overlay, seed, firmware copy, XML,
+timeouts scaled by the acceleration."""
+
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from toolkit.arch import host_arch
+from vm.accel import Accel
+from vm.domain import domain_xml
+from vm.errors import GuestUnreachable, ImageNotBuilt
+from vm.machine import Machine, MachineOptions
+from vm.ports import allocate_port
+
+
+@pytest.fixture(autouse=True)
+def _build_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COS_BUILD_DIR", str(tmp_path / "build"))
+    monkeypatch.delenv("COS_VM_TIMEOUT_SCALE", raising=False)
+
+
+def base_image(tmp_path: Path) -> Path:
+    path = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(path), "32M"], check=True)
+    return path
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_prepare_makes_files_and_valid_xml(tmp_path: Path, arch: str) -> None:
+    if shutil.which("xorriso") is None or shutil.which("virt-xml-validate") is None:
+        pytest.skip("xorriso and virt-xml-validate are needed")
+    firmware = {"x86_64": "/usr/share/OVMF", "aarch64": "/usr/share/AAVMF"}[arch]
+    if not Path(firmware).is_dir():
+        pytest.skip(f"{firmware} missing")
+    iso = tmp_path / "installer.iso"
+    iso.write_bytes(b"")
+    options = MachineOptions(
+        arch=arch, image=base_image(tmp_path), blank_disk="16M", iso=iso, registry_port=25001
+    )
+    m = Machine("unit_Test", options, accel=Accel("tcg", "test"))
+    try:
+        assert m.name == "cos-test-unit_Test"
+        assert m.hostname == "cos-test-unit-test"  # valid as a hostname
+        m.prepare()
+        names = sorted(p.name for p in m.workdir.iterdir())
+        assert names == ["data.qcow2", "disk.qcow2", "efivars.fd", "seed.iso"]
+        m._port = allocate_port()
+        xml = domain_xml(m._spec())
+        path = tmp_path / "d.xml"
+        path.write_text(xml)
+        subprocess.run(["virt-xml-validate", str(path), "domain"], check=True, capture_output=True)
+        root = ET.fromstring(xml)
+        targets = [d.find("target").get("dev") for d in root.iter("disk")]  # type: ignore[union-attr]
+        assert targets == ["vda", "vdb", "vdc", "sda"]
+    finally:
+        m.cleanup()
+    assert not m.workdir.exists()
+
+
+def test_timeouts_scale_with_acceleration(tmp_path: Path) -> None:
+    tcg = Machine("t1", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    kvm = Machine("t2", MachineOptions(arch=host_arch()), accel=Accel("kvm", "test"))
+    foreign = "aarch64" if host_arch() == "x86_64" else "x86_64"
+    emulated = Machine("t3", MachineOptions(arch=foreign), accel=Accel("tcg", "test"))
+    assert (kvm.scaled(60), tcg.scaled(60), emulated.scaled(60)) == (60, 240, 480)
+    for m in (tcg, kvm, emulated):
+        m.cleanup()
+
+
+def test_not_running_machine(tmp_path: Path) -> None:
+    m = Machine("idle", MachineOptions(), accel=Accel("tcg", "test"))
+    assert not m.is_running()
+    assert m.boot_timings == {}
+    with pytest.raises(GuestUnreachable, match="not running"):
+        m.succeed("true")
+    m.shutdown()  # nothing to do
+    m.power_cut()
+    m.cleanup()
+    m.cleanup()  # idempotent
+
+
+def test_missing_image_is_reported_before_libvirt(tmp_path: Path) -> None:
+    from vm.images import built_disk
+
+    with pytest.raises(ImageNotBuilt, match="run `invoke build --flavor debian-trixie"):
+        Machine("x", MachineOptions(image=built_disk("debian-trixie", host_arch())))

@@ -1,0 +1,43 @@
+"""Per-machine disks: a qcow2 overlay over a built image (so tests never change it) and
+blank disks."""
+
+import json
+import subprocess
+from pathlib import Path
+
+from vm.errors import VmError
+
+
+def _qemu_img(*args: str) -> str:
+    try:
+        proc = subprocess.run(
+            ["qemu-img", *args], capture_output=True, text=True, timeout=120, check=False
+        )
+    except FileNotFoundError:
+        raise VmError("qemu-img not found: install it with `apt-get install qemu-utils`") from None
+    if proc.returncode != 0:
+        raise VmError(f"qemu-img {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def image_format(path: Path) -> str:
+    """qcow2 or raw, by suffix when it says so, otherwise by asking qemu-img."""
+    if path.suffix == ".qcow2":
+        return "qcow2"
+    if path.suffix in (".raw", ".img", ".iso"):
+        return "raw"
+    return json.loads(_qemu_img("info", "--output=json", str(path)))["format"]
+
+
+def create_overlay(base: Path, dest: Path, size: str | None = None) -> Path:
+    """A qcow2 overlay backed by `base`; writes land in the overlay only."""
+    if not base.is_file():
+        raise VmError(f"backing image {base} does not exist")
+    args = ["create", "-q", "-f", "qcow2", "-F", image_format(base), "-b", str(base.resolve())]
+    _qemu_img(*args, str(dest), *([size] if size else []))
+    return dest
+
+
+def create_blank(dest: Path, size: str) -> Path:
+    _qemu_img("create", "-q", "-f", "qcow2", str(dest), size)
+    return dest

@@ -1,0 +1,31 @@
+"""The health gate after every boot: the console must show no panic, oops, emergency
+shell or segfault, and systemd must report no failed unit."""
+
+import re
+
+CONSOLE_PROBLEMS = re.compile(
+    r"Kernel panic|\bOops\b|emergency mode|Emergency shell|Entering emergency|segfault at|"
+    r"\bsegfault\b|BUG: kernel|general protection fault",
+    re.IGNORECASE,
+)
+
+# The firmware gave up, or the kernel died: waiting longer for SSH cannot help.
+BOOT_DEAD_ENDS = re.compile(
+    r"No bootable option or device was found|starting Boot\w+ \"EFI Internal Shell\"|Shell> |"
+    r"Kernel panic - not syncing|"
+    r"You are in emergency mode|Give root password for maintenance"
+)
+
+
+def console_problems(text: str) -> list[str]:
+    return [line.strip() for line in text.split("\n") if CONSOLE_PROBLEMS.search(line)]
+
+
+def failed_units(systemctl_output: str) -> list[str]:
+    """Unit names from `systemctl --failed --no-legend --plain`."""
+    units = []
+    for line in systemctl_output.splitlines():
+        fields = line.replace("●", " ").split()
+        if fields:
+            units.append(fields[0])
+    return units

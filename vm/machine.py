@@ -1,0 +1,640 @@
+"""One test VM, driven like the NixOS test driver: start, wait, run commands, reboot,
+cut the power, read the console.
+
+Every wait takes a timeout in KVM seconds and multiplies it by `machine.scale`
+(4 under TCG, 8 for an emulated foreign arch), so tests state one number for all hosts.
+"""
+
+import contextlib
+import re
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+import paramiko
+
+from toolkit.arch import get_arch, host_arch
+from vm import disks, health
+from vm import ssh as sshlib
+from vm.accel import Accel, choose_accel, timeout_scale
+from vm.connection import connect, default_uri
+from vm.console import BootTimer, ConsoleLog
+from vm.domain import DOMAIN_PREFIX, DiskSpec, DomainSpec, domain_xml
+from vm.errors import CommandFailed, GuestUnreachable, HealthGateFailed, VmError
+from vm.firmware import find_firmware
+from vm.hostcheck import seccomp_problem
+from vm.ports import PortLease, allocate_port
+from vm.run import current_run
+from vm.seed import CloudConfig, make_seed_iso
+from vm.sshkey import harness_key
+from vm.state import KeptMachine
+
+# Base timeouts in seconds under KVM (see module docstring).
+BOOT_TIMEOUT = 60.0
+SHUTDOWN_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 120.0
+UNIT_TIMEOUT = 60.0
+SETTLE_TIMEOUT = 30.0
+
+# Under TCG, 2 vCPUs run as two host threads (MTTCG). Measured to SSH on a 2-core host:
+# x86_64 1 vCPU 55-62 s, 2 vCPUs 32-33 s; aarch64 1 vCPU 63-66 s, 2 vCPUs 50 s.
+DEFAULT_VCPUS = 2
+DEFAULT_MEMORY_MIB = 1024
+BLANK_SYSTEM_DISK = "8G"
+
+
+@dataclass
+class MachineOptions:
+    arch: str = field(default_factory=host_arch)
+    image: Path | None = None  # built disk, used through an overlay; None: blank system disk
+    disk_size: str | None = None  # grows the overlay; size of a blank system disk
+    blank_disk: str | None = None  # size of an extra blank disk (vdb), e.g. "4G"
+    iso: Path | None = None  # a CD-ROM, booted when the system disk cannot boot
+    cloud_config: CloudConfig = None  # merged into the seed's user-data
+    hostname: str | None = None
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    vcpus: int = DEFAULT_VCPUS
+    registry_port: int | None = None  # guest reaches it at 10.0.2.100:5000
+    keep: bool = False  # outlives this process (vm.up, --keep-vms)
+    cpu_model: str | None = None  # None: the measured default for the arch
+
+
+class Machine:
+    def __init__(
+        self,
+        name: str,
+        options: MachineOptions | None = None,
+        *,
+        uri: str | None = None,
+        workdir: Path | None = None,
+        accel: Accel | None = None,
+    ):
+        self.options = options or MachineOptions()
+        self.name = name if name.startswith(DOMAIN_PREFIX) else DOMAIN_PREFIX + name
+        self.arch = get_arch(self.options.arch)
+        self.uri = uri or default_uri()
+        self._run = current_run()
+        self.workdir = workdir or self._run.ensure_dir() / self.name
+        self.accel = accel or choose_accel(self.arch.name)
+        self.scale = timeout_scale(self.accel.name, self.arch.name)
+        self.console = ConsoleLog(self.workdir / "console.log")
+        self.key = harness_key()
+        self._boot_timings: dict[str, float] = {}
+        self.boot_history: list[dict[str, float]] = []
+        self.boot_id: str | None = None
+        self._port: PortLease | None = None
+        self._domain: libvirt.virDomain | None = None
+        self._xml: str | None = None
+        self._ssh: paramiko.SSHClient | None = None
+        self._host: object | None = None
+        self._host_client: paramiko.SSHClient | None = None
+        self._timer: BootTimer | None = None
+        self._boot_offset = 0
+        self._boot_started = 0.0
+        self._prepared = False
+        if not self.options.keep:
+            self._run.on_exit(id(self), self.cleanup)
+
+    def __repr__(self) -> str:
+        return f"<Machine {self.name} {self.arch.name} {self.accel.name} port={self.ssh_port}>"
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.cleanup()
+
+    # ----- setup -------------------------------------------------------------------
+
+    @property
+    def ssh_port(self) -> int | None:
+        return self._port.port if self._port else None
+
+    @property
+    def boot_timings(self) -> dict[str, float]:
+        """Phase -> seconds since the domain started (or the reboot was asked): firmware,
+        grub, kernel, systemd, first_target, multi_user, ssh. Live while booting."""
+        if self._timer is not None:
+            return dict(self._timer.timings)
+        return dict(self._boot_timings)
+
+    @property
+    def console_path(self) -> Path:
+        return self.console.path
+
+    @property
+    def ssh_config_path(self) -> Path:
+        return self.workdir / "ssh_config"
+
+    @property
+    def hostname(self) -> str:
+        """The given hostname, or one made from the domain name (RFC 1123: no '_')."""
+        if self.options.hostname:
+            return self.options.hostname
+        return re.sub(r"[^a-z0-9-]+", "-", self.name.lower())[:63].strip("-")
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.scale
+
+    def prepare(self) -> None:
+        """Create the machine's files once: disks, seed, firmware variables."""
+        if self._prepared:
+            return
+        opts = self.options
+        firmware = find_firmware(self.arch)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(firmware.vars_template, self.workdir / "efivars.fd")
+        system = self.workdir / "disk.qcow2"
+        if opts.image is not None:
+            disks.create_overlay(opts.image, system, opts.disk_size)
+        else:
+            disks.create_blank(system, opts.disk_size or BLANK_SYSTEM_DISK)
+        if opts.blank_disk:
+            disks.create_blank(self.workdir / "data.qcow2", opts.blank_disk)
+        make_seed_iso(
+            self.workdir / "seed.iso", hostname=self.hostname, public_key=self.key.public,
+            instance_id=self.name, extra=opts.cloud_config,
+        )  # fmt: skip
+        self._prepared = True
+
+    def _disks(self) -> list[DiskSpec]:
+        opts = self.options
+        found = [DiskSpec(self.workdir / "disk.qcow2", "qcow2", "vda", boot_order=1)]
+        if opts.blank_disk:
+            found.append(DiskSpec(self.workdir / "data.qcow2", "qcow2", "vdb"))
+        found.append(DiskSpec(self.workdir / "seed.iso", "raw", "vdc", readonly=True))
+        if opts.iso is not None:
+            # Second in boot order: an empty system disk falls through to the installer,
+            # an installed one boots itself, with no need to eject.
+            found.append(DiskSpec(opts.iso.resolve(), "raw", "sda", "cdrom", True, boot_order=2))
+        return found
+
+    def _spec(self) -> DomainSpec:
+        assert self._port is not None
+        return DomainSpec(
+            name=self.name, arch=self.arch, accel=self.accel.name,
+            firmware=find_firmware(self.arch), nvram=self.workdir / "efivars.fd",
+            console_log=self.console.path, ssh_port=self._port.port,
+            owner=self._run.owner(self.options.keep), workdir=self.workdir,
+            disks=self._disks(), registry_port=self.options.registry_port,
+            memory_mib=self.options.memory_mib, vcpus=self.options.vcpus,
+            cpu_model=self.options.cpu_model,
+        )  # fmt: skip
+
+    def _write_ssh_config(self) -> None:
+        self.ssh_config_path.write_text(
+            "Host *\n  HostName 127.0.0.1\n"
+            f"  Port {self.ssh_port}\n  User root\n  IdentityFile {self.key.private}\n"
+            "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
+            "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        )
+
+    # ----- lifecycle ---------------------------------------------------------------
+
+    def start(
+        self,
+        wait: bool = True,
+        timeout: float | None = None,
+        check_health: bool = True,
+        fail_fast: bool = True,
+    ) -> None:
+        """Create the domain; with `wait`, also wait for SSH and pass the health gate."""
+        if self.is_running():
+            raise VmError(f"{self.name} is already running")
+        if self.options.registry_port:
+            problem = seccomp_problem()
+            if problem:
+                raise VmError(f"cannot start {self.name} with a registry forward: {problem}")
+        self.prepare()
+        conn = connect(self.uri)
+        # A transient domain that dies with our libvirt connection: a crashed or killed
+        # run leaves no domain behind. Kept machines must outlive us.
+        flags = 0 if self.options.keep else libvirt.VIR_DOMAIN_START_AUTODESTROY
+        for attempt in range(3):
+            if self._port is None:
+                self._port = allocate_port()
+            self._write_ssh_config()
+            self._xml = domain_xml(self._spec())
+            (self.workdir / "domain.xml").write_text(self._xml)
+            try:
+                self._domain = conn.createXML(self._xml, flags)
+                break
+            except libvirt.libvirtError as exc:
+                message = exc.get_error_message() or str(exc)
+                if "host forwarding" in message and attempt < 2:
+                    # Someone outside our lock files took the port; take another.
+                    self._port.release()
+                    self._port = None
+                    continue
+                raise VmError(f"starting {self.name} failed: {message}") from None
+        self._begin_boot()
+        if wait:
+            self.wait_for_ssh(timeout, check_health=check_health, fail_fast=fail_fast)
+
+    def _begin_boot(self, reboot: bool = False) -> None:
+        self._close_ssh()
+        if self._timer is not None:
+            self._timer.stop()
+        self._boot_offset = self.console.size()
+        self._boot_started = time.monotonic()
+        self._boot_timings = {}
+        self._timer = BootTimer(self.console, self._boot_offset, self._boot_started, gated=reboot)
+        self._timer.start()
+
+    def _end_boot(self) -> None:
+        timings = self._timer.stop() if self._timer else {}
+        self._timer = None
+        timings["ssh"] = round(time.monotonic() - self._boot_started, 2)
+        self._boot_timings = timings
+        self.boot_history.append(timings)
+
+    def is_running(self) -> bool:
+        if self._domain is None:
+            return False
+        try:
+            return bool(self._domain.isActive())
+        except libvirt.libvirtError:
+            return False  # a transient domain that stopped is gone
+
+    def wait_for_ssh(
+        self,
+        timeout: float | None = None,
+        *,
+        check_health: bool = True,
+        fail_fast: bool = True,
+        not_boot_id: str | None = None,
+    ) -> None:
+        """Wait until root can log in by key (and, with `not_boot_id`, a new boot did).
+
+        `fail_fast` gives up as soon as the console shows a dead end (firmware found
+        nothing to boot, kernel panic, emergency shell); turn it off when a scenario
+        expects a failed boot to reboot by itself into a good one.
+        """
+        limit = self.scaled(timeout or BOOT_TIMEOUT)
+        deadline = time.monotonic() + limit
+        last_error = "no attempt yet"
+        failure: list[str] = []
+
+        def boot_failed() -> bool:
+            if not failure:
+                failure.extend(self._boot_failure(fail_fast))
+            return bool(failure)
+
+        while True:
+            remaining = deadline - time.monotonic()
+            if boot_failed() or remaining <= 0:
+                if not failure:
+                    failure.append(
+                        f"{self.name} did not answer SSH on 127.0.0.1:{self.ssh_port} within "
+                        f"{limit:.0f} s (last error: {last_error})"
+                    )
+                raise GuestUnreachable(
+                    f"{failure[0]}; last console lines:\n{self.console.tail(30, self._boot_offset)}"
+                )
+            if not sshlib.wait_banner(self.ssh_port or 0, min(remaining, 30.0), boot_failed):
+                last_error = "sshd did not answer"
+                time.sleep(0.5)
+                continue
+            remaining = max(1.0, deadline - time.monotonic())
+            try:
+                client = sshlib.connect(
+                    self.ssh_port or 0, self.key.private, timeout=min(remaining, self.scaled(5))
+                )
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+                time.sleep(1)
+                continue
+            try:
+                boot_id = sshlib.run(
+                    client,
+                    "cat /proc/sys/kernel/random/boot_id",
+                    timeout=max(1.0, min(30.0, remaining)),
+                ).stdout.strip()
+            except (OSError, EOFError, TimeoutError, paramiko.SSHException) as exc:
+                client.close()
+                last_error = f"{type(exc).__name__}: {exc}"
+                time.sleep(1)
+                continue
+            if not_boot_id is not None and boot_id == not_boot_id:
+                client.close()  # the old system has not gone down yet
+                last_error = "still the boot before the reboot"
+                time.sleep(1)
+                continue
+            self._ssh = client
+            self.boot_id = boot_id
+            break
+        self._end_boot()
+        if check_health:
+            self.check_health()
+
+    def _boot_failure(self, fail_fast: bool) -> list[str]:
+        """Why waiting longer for this boot is pointless, if it is."""
+        if not self.is_running():
+            return [f"{self.name} stopped while waiting for SSH"]
+        if fail_fast:
+            dead_end = health.BOOT_DEAD_ENDS.search(self.console.read(self._boot_offset))
+            if dead_end:
+                time.sleep(2)  # let the rest of the message reach the log
+                return [f"{self.name} cannot boot: the console shows {dead_end.group(0).strip()!r}"]
+        return []
+
+    def check_health(self) -> None:
+        """Raise HealthGateFailed when this boot's console or systemd shows a problem."""
+        problems = health.console_problems(self.console.read(self._boot_offset))
+        settle = int(self.scaled(SETTLE_TIMEOUT))
+        # Let startup finish so a unit that fails late is caught; a hang is reported below.
+        state = self.run(
+            f"timeout {settle} systemctl is-system-running --wait", timeout=SETTLE_TIMEOUT + 30
+        ).stdout.strip()
+        units = health.failed_units(self.execute("systemctl --failed --no-legend --plain")[1])
+        if not problems and not units:
+            return
+        report = [
+            (
+                f"{self.name} failed the health gate after boot {len(self.boot_history)} "
+                f"(system state: {state or 'unknown'})"
+            )
+        ]
+        if problems:
+            report += ["console:", *[f"  {line}" for line in problems[:20]]]
+        if units:
+            status = self.run(
+                "systemctl status --no-pager --lines 15 " + " ".join(shlex.quote(u) for u in units)
+            ).stdout
+            report += [f"failed units: {' '.join(units)}", status]
+        raise HealthGateFailed("\n".join(report))
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Power off cleanly and wait until the domain is off."""
+        if not self.is_running():
+            return
+        try:
+            sshlib.run(self.ssh, "systemctl --no-block poweroff", timeout=30)
+        except (OSError, EOFError, TimeoutError, VmError, paramiko.SSHException):
+            # No SSH: ask through ACPI instead.
+            with contextlib.suppress(libvirt.libvirtError):
+                assert self._domain is not None
+                self._domain.shutdown()
+        self._close_ssh()
+        limit = self.scaled(timeout or SHUTDOWN_TIMEOUT)
+        deadline = time.monotonic() + limit
+        while self.is_running():
+            if time.monotonic() > deadline:
+                raise VmError(
+                    f"{self.name} did not power off within {limit:.0f} s; last console lines:\n"
+                    f"{self.console.tail(30, self._boot_offset)}"
+                )
+            time.sleep(0.5)
+        self._domain = None
+        self._stop_timer()
+
+    def reboot(
+        self, timeout: float | None = None, check_health: bool = True, fail_fast: bool = True
+    ) -> None:
+        """Reboot from inside and wait for a new boot_id (as kola does)."""
+        old = self.boot_id or self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
+        self._begin_boot(reboot=True)
+        try:
+            client = sshlib.connect(self.ssh_port or 0, self.key.private)
+            sshlib.run(client, "systemctl --no-block reboot", timeout=30)
+            client.close()
+        except (OSError, EOFError, TimeoutError, paramiko.SSHException):
+            pass  # the connection may drop as the guest goes down
+        self.wait_for_ssh(timeout, check_health=check_health, fail_fast=fail_fast, not_boot_id=old)
+
+    def power_cut(self) -> None:
+        """Pull the plug (virDomainDestroy): no shutdown, unsynced writes are lost."""
+        if self._domain is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._domain.destroy()
+        self._domain = None
+        self._close_ssh()
+        self._stop_timer()
+
+    def cleanup(self, remove_files: bool = True) -> None:
+        """Stop the machine and free everything it holds (idempotent)."""
+        self.power_cut()
+        if self._port is not None:
+            self._port.release()
+            self._port = None
+        if remove_files and not self.options.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._run.forget(id(self))
+
+    def detach(self) -> None:
+        """Let a running kept machine go on without this process: QEMU now holds its SSH
+        port (the bind probe protects it), so the port lock is released."""
+        if self._port is not None:
+            self._port.release()
+        self._close_ssh()
+        self._stop_timer()
+        self._run.forget(id(self))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    # ----- SSH -----------------------------------------------------------------------
+
+    def _close_ssh(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
+        self._ssh = None
+        self._host = None
+
+    @property
+    def ssh(self) -> paramiko.SSHClient:
+        """A connected paramiko client; reconnects after a reboot or a dropped link."""
+        if sshlib.is_alive(self._ssh):
+            assert self._ssh is not None
+            return self._ssh
+        self._close_ssh()
+        if not self.is_running():
+            raise GuestUnreachable(f"{self.name} is not running")
+        last: Exception | None = None
+        for _ in range(3):
+            try:
+                self._ssh = sshlib.connect(self.ssh_port or 0, self.key.private)
+                return self._ssh
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                last = exc
+                time.sleep(1)
+        raise GuestUnreachable(
+            f"cannot reconnect to {self.name} on 127.0.0.1:{self.ssh_port}: {last}; "
+            f"last console lines:\n{self.console.tail(30, self._boot_offset)}"
+        )
+
+    @property
+    def host(self):  # type: ignore[no-untyped-def]  # testinfra.host.Host
+        """A testinfra host sharing the machine's SSH connection."""
+        client = self.ssh
+        if self._host is None or self._host_client is not client:
+            import testinfra.backend
+            import testinfra.host
+
+            backend = testinfra.backend.get_backend(
+                f"paramiko://root@127.0.0.1:{self.ssh_port}",
+                ssh_config=str(self.ssh_config_path),
+                ssh_identity_file=str(self.key.private),
+            )
+            backend.__dict__["client"] = client  # fills its cached_property: one connection
+            self._host = testinfra.host.Host(backend)
+            self._host_client = client
+        return self._host
+
+    def ssh_command(self) -> list[str]:
+        return ["ssh", "-F", str(self.ssh_config_path), "root@127.0.0.1"]
+
+    # ----- commands ----------------------------------------------------------------
+
+    def run(self, command: str, timeout: float | None = None) -> sshlib.CommandResult:
+        limit = self.scaled(timeout or COMMAND_TIMEOUT)
+        for attempt in range(2):
+            try:
+                return sshlib.run(self.ssh, command, limit)
+            except TimeoutError as exc:
+                raise CommandFailed(f"{self.name}: {exc}", command, -1, "", "") from None
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                self._close_ssh()  # a stale link (after a reboot): reconnect once
+                if attempt == 1:
+                    raise GuestUnreachable(
+                        f"{self.name}: running {command!r} failed: {exc}; last console lines:\n"
+                        f"{self.console.tail(30, self._boot_offset)}"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def execute(self, command: str, timeout: float | None = None) -> tuple[int, str]:
+        result = self.run(command, timeout)
+        return result.rc, result.stdout
+
+    def succeed(self, command: str, timeout: float | None = None) -> str:
+        result = self.run(command, timeout)
+        if result.rc != 0:
+            raise CommandFailed(
+                f"{self.name}: command {command!r} failed with exit code {result.rc}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+                command,
+                result.rc,
+                result.stdout,
+                result.stderr,
+            )
+        return result.stdout
+
+    def fail(self, command: str, timeout: float | None = None) -> str:
+        """Run a command that must fail; returns its stdout and stderr."""
+        result = self.run(command, timeout)
+        if result.rc == 0:
+            raise CommandFailed(
+                f"{self.name}: command {command!r} succeeded but was expected to fail\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+                command,
+                result.rc,
+                result.stdout,
+                result.stderr,
+            )
+        return result.stdout + result.stderr
+
+    def wait_until_succeeds(
+        self, command: str, timeout: float | None = None, interval: float = 1.0
+    ) -> str:
+        limit = self.scaled(timeout or COMMAND_TIMEOUT)
+        deadline = time.monotonic() + limit
+        last = None
+        while True:
+            try:
+                last = self.run(
+                    command, timeout=max(1.0, (deadline - time.monotonic()) / self.scale)
+                )
+                if last.rc == 0:
+                    return last.stdout
+            except GuestUnreachable:
+                if not self.is_running():
+                    raise
+            except CommandFailed:
+                pass  # the attempt timed out; the overall deadline decides
+            if time.monotonic() > deadline:
+                out = (
+                    f"exit code {last.rc}\nstdout:\n{last.stdout}\nstderr:\n{last.stderr}"
+                    if last
+                    else "no attempt finished"
+                )
+                raise CommandFailed(
+                    f"{self.name}: {command!r} did not succeed within {limit:.0f} s; last try: {out}",
+                    command,
+                    last.rc if last else -1,
+                    last.stdout if last else "",
+                    last.stderr if last else "",
+                )
+            time.sleep(interval)
+
+    def wait_for_unit(self, unit: str, timeout: float | None = None) -> None:
+        """Wait until `unit` is active; fail at once when it has failed."""
+        limit = self.scaled(timeout or UNIT_TIMEOUT)
+        deadline = time.monotonic() + limit
+        quoted = shlex.quote(unit)
+        state: dict[str, str] = {}
+        while True:
+            out = self.run(
+                f"systemctl show -p ActiveState -p SubState -p LoadState {quoted}"
+            ).stdout
+            state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+            active = state.get("ActiveState", "")
+            if active == "active":
+                return
+            if active == "failed":
+                details = self.run(
+                    f"systemctl status --no-pager --lines 0 {quoted}; "
+                    f"journalctl -b --no-pager -n 40 -u {quoted}"
+                ).stdout
+                raise VmError(f"{self.name}: unit {unit} failed:\n{details}")
+            if time.monotonic() > deadline:
+                raise VmError(
+                    f"{self.name}: unit {unit} not active within {limit:.0f} s "
+                    f"(state: {state or 'unknown'})"
+                )
+            time.sleep(1)
+
+    # ----- console -----------------------------------------------------------------
+
+    def console_mark(self) -> int:
+        """The console's current end, to wait only for output that comes after it."""
+        return self.console.size()
+
+    def wait_for_console(
+        self, regex: str, timeout: float | None = None, since: int | None = None
+    ) -> str:
+        """Wait until a console line of this boot (or after `since`) matches; returns it."""
+        start = self._boot_offset if since is None else since
+        match = self.console.wait_for(
+            regex, self.scaled(timeout or BOOT_TIMEOUT), start, still_running=self.is_running
+        )
+        text = match.string
+        begin = text.rfind("\n", 0, match.start()) + 1
+        end = text.find("\n", match.end())
+        return text[begin : end if end >= 0 else len(text)]
+
+    # ----- files and inspection ----------------------------------------------------
+
+    def copy_to(self, local: str | Path, remote: str) -> None:
+        sshlib.put(self.ssh, Path(local), remote)
+
+    def copy_from(self, remote: str, local: str | Path) -> None:
+        sshlib.get(self.ssh, remote, Path(local))
+
+    def kept_state(self, name: str, flavor: str) -> KeptMachine:
+        """The facts `invoke vm.ssh/console/down` need about a kept machine."""
+        return KeptMachine(
+            name=name, domain=self.name, uri=self.uri, flavor=flavor, arch=self.arch.name,
+            ssh_port=self.ssh_port or 0, workdir=str(self.workdir),
+            ssh_config=str(self.ssh_config_path), key=str(self.key.private),
+        )  # fmt: skip
+
+    def domain_xml(self) -> str:
+        if self.is_running():
+            assert self._domain is not None
+            return self._domain.XMLDesc()
+        return self._xml or ""

@@ -1,0 +1,317 @@
+"""pytest plugin of the VM harness (entry point `cos_vm`): options, fixtures, artifacts.
+
+Fixtures: `machine` (a booted machine of --flavor/--arch, SSH ready), `machine_factory`
+(make more, with options), `shared_machine` (one booted machine per test module),
+`installer_machine` (the installer ISO with a blank disk),
+`registry` (a local registry the guests reach at 10.0.2.100:5000), `vm_arch`, `vm_settings`.
+Nothing here touches libvirt until a test asks for a machine, so unit tests stay light.
+"""
+
+import contextlib
+import os
+import secrets
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit import paths
+from toolkit.arch import ARCHES, get_arch, host_arch
+from toolkit.errors import CosError
+
+ARTIFACTS_ENV = "COS_ARTIFACTS_DIR"
+_reports_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+_settings_key = pytest.StashKey["VmSettings"]()
+
+
+@dataclass(frozen=True)
+class VmSettings:
+    flavor: str
+    arches: tuple[str, ...]
+    uri: str
+    keep: bool
+    artifacts_dir: Path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cos-vm", "cOS VM harness")
+    group.addoption("--flavor", default=None, help="flavor to boot (default debian-trixie)")
+    group.addoption(
+        "--arch", default=None, help="x86_64, aarch64 or all (default: the host's arch)"
+    )
+    group.addoption("--libvirt-uri", default=None, help="libvirt URI (default qemu:///system)")
+    group.addoption(
+        "--keep-vms", action="store_true", help="leave the machines running after the tests"
+    )
+    group.addoption(
+        "--artifacts-dir",
+        default=None,
+        help="where failed tests leave logs (default build/artifacts)",
+    )
+
+
+def _arches(flavor: str, option: str | None) -> tuple[str, ...]:
+    if option in (None, ""):
+        return (host_arch(),)
+    if option == "all":
+        try:
+            from toolkit.flavors import load_flavor
+
+            return tuple(load_flavor(flavor).architectures)
+        except CosError:
+            return tuple(ARCHES)
+    return (get_arch(option).name,)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from toolkit.flavors import DEFAULT_FLAVOR
+    from vm.connection import default_uri
+
+    # Declared in pyproject.toml too; here so the plugin works from any rootdir.
+    config.addinivalue_line("markers", "vm: boots real QEMU machines through libvirt")
+    config.addinivalue_line("markers", "slow: long scenario (several boots or an upgrade)")
+    flavor = config.getoption("--flavor") or os.environ.get("COS_FLAVOR") or DEFAULT_FLAVOR
+    try:
+        arches = _arches(flavor, config.getoption("--arch") or os.environ.get("COS_ARCH"))
+    except CosError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    artifacts = config.getoption("--artifacts-dir") or os.environ.get(ARTIFACTS_ENV)
+    config.stash[_settings_key] = VmSettings(
+        flavor=flavor,
+        arches=arches,
+        uri=config.getoption("--libvirt-uri") or default_uri(),
+        keep=bool(config.getoption("--keep-vms")),
+        artifacts_dir=Path(artifacts).resolve() if artifacts else paths.build_dir() / "artifacts",
+    )
+
+
+VM_FIXTURES = {"machine", "machine_factory", "installer_machine", "shared_machine"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that boots machines is a `vm` test even if its author forgot the mark."""
+    for item in items:
+        if VM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.vm)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """--arch all runs each VM test once per arch."""
+    arches = metafunc.config.stash[_settings_key].arches
+    if "vm_arch" in metafunc.fixturenames and len(arches) > 1:
+        # Module scope, so module-scoped machines can depend on the arch too.
+        metafunc.parametrize("vm_arch", arches, scope="module")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
+    """Keep each phase's report on the item, so fixtures know in teardown if it failed."""
+    report = yield
+    item.stash.setdefault(_reports_key, {})[report.when] = report
+    return report
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    reports = request.node.stash.get(_reports_key, {})
+    return any(r.failed for r in reports.values())
+
+
+# ----- fixtures ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vm_settings(pytestconfig: pytest.Config) -> VmSettings:
+    return pytestconfig.stash[_settings_key]
+
+
+@pytest.fixture(scope="session")
+def vm_arch(vm_settings: VmSettings) -> str:
+    """The arch under test (parametrized over all of them with --arch all)."""
+    return vm_settings.arches[0]
+
+
+@pytest.fixture(scope="session")
+def vm_host(vm_settings: VmSettings) -> Iterator[VmSettings]:
+    """Checks once per session that the host can run machines, and sweeps what dead runs
+    left behind. Fails the test (not the session) with a clear message otherwise."""
+    from vm.cleanup import clean_orphans
+    from vm.connection import connect
+    from vm.hostcheck import kvm_device_problem, seccomp_problem
+
+    try:
+        connect(vm_settings.uri)
+    except CosError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    for problem in (kvm_device_problem(), seccomp_problem()):
+        if problem:
+            warnings.warn(problem, stacklevel=1)
+    with contextlib.suppress(CosError, OSError):
+        clean_orphans(vm_settings.uri)
+    yield vm_settings
+
+
+@pytest.fixture(scope="session")
+def registry_port() -> Iterator[int]:
+    """The port the session's registry listens on; reserved up front because every
+    machine's guest forward points at it."""
+    from vm.ports import allocate_port
+
+    lease = allocate_port()
+    yield lease.port
+    lease.release()
+
+
+@pytest.fixture(scope="session")
+def registry(registry_port: int) -> Iterator[str]:
+    """A local registry for this session ("127.0.0.1:PORT"); guests use 10.0.2.100:5000."""
+    from toolkit.registry import start_registry, stop_registry
+    from vm.run import current_run
+
+    storage = current_run().ensure_dir() / "registry"
+    address = start_registry(storage, registry_port, log=lambda _msg: None)
+    yield address
+    with contextlib.suppress(Exception):
+        stop_registry(storage, log=lambda _msg: None)
+    shutil.rmtree(storage, ignore_errors=True)
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+MachineFactory = Callable[..., Any]
+
+
+class _Machines:
+    """Makes machines for one fixture and cleans them up (keeping artifacts on failure)."""
+
+    def __init__(self, settings: VmSettings, arch: str, registry_port: int | None):
+        self.settings = settings
+        self.arch = arch
+        self.registry_port = registry_port
+        self.made: list[Any] = []
+
+    def make(
+        self,
+        *,
+        flavor: str | None = None,
+        arch: str | None = None,
+        image: Path | str | None = "built",
+        start: bool = True,
+        wait: bool = True,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Any:
+        from vm.images import built_disk
+        from vm.machine import Machine, MachineOptions
+        from vm.state import machines_dir, save
+
+        settings = self.settings
+        flavor = flavor or settings.flavor
+        arch = arch or self.arch
+        disk = built_disk(flavor, arch) if image == "built" else (Path(image) if image else None)
+        if options.get("iso") is not None:
+            options["iso"] = Path(options["iso"])
+        opts = MachineOptions(
+            arch=arch, image=disk, registry_port=self.registry_port, keep=settings.keep, **options
+        )
+        name = f"{_worker()}-{secrets.token_hex(3)}"
+        # Kept machines live where `invoke vm.list/ssh/down` find them.
+        workdir = machines_dir() / name if settings.keep else None
+        machine = Machine(name, opts, uri=settings.uri, workdir=workdir)
+        self.made.append(machine)
+        if start:
+            try:
+                machine.start(wait=wait, timeout=timeout)
+            finally:
+                if settings.keep and machine.is_running():
+                    save(machine.kept_state(name, flavor))
+        return machine
+
+    def finish(self, failed: bool, artifacts_name: str) -> Path | None:
+        from vm.artifacts import collect, safe_name
+
+        dest = None
+        if failed and self.made:
+            dest = self.settings.artifacts_dir / safe_name(artifacts_name)
+            for machine in self.made:
+                with contextlib.suppress(Exception):
+                    collect(machine, dest / machine.name if len(self.made) > 1 else dest)
+        for machine in self.made:
+            if self.settings.keep and machine.is_running():
+                print(f"\nkept {machine.name}: {' '.join(machine.ssh_command())}")
+                machine.detach()
+                continue
+            machine.cleanup()
+        return dest
+
+
+@pytest.fixture
+def machine_factory(
+    request: pytest.FixtureRequest, vm_host: VmSettings, vm_arch: str, registry_port: int
+) -> Iterator[MachineFactory]:
+    """make(**options) -> a Machine, started unless start=False.
+
+    Options: flavor, arch, image (a disk path, None for a blank system disk; default the
+    built disk), iso, blank_disk ("4G"), disk_size, cloud_config (dict or "#cloud-config"
+    text), hostname, memory_mib, vcpus, start (default True), wait (default True: SSH up
+    and health gate passed), timeout (KVM seconds, scaled).
+    """
+    # Only tests that use the registry get the guest forward to it.
+    port = registry_port if "registry" in request.fixturenames else None
+    machines = _Machines(vm_host, vm_arch, port)
+    try:
+        yield machines.make
+    finally:
+        dest = machines.finish(_failed(request), request.node.nodeid)
+        if dest is not None:
+            request.node.user_properties.append(("artifacts", str(dest)))
+
+
+@pytest.fixture(scope="module")
+def shared_machine(
+    request: pytest.FixtureRequest, vm_host: VmSettings, vm_arch: str, registry_port: int
+) -> Iterator[Any]:
+    """One booted machine for a whole module's read-only tests (saves a boot per test).
+    Artifacts are kept under the module's name when any test of the module failed."""
+    in_module = [i for i in request.session.items if i.nodeid.startswith(request.node.nodeid)]
+    uses_registry = any("registry" in getattr(i, "fixturenames", ()) for i in in_module)
+    machines = _Machines(vm_host, vm_arch, registry_port if uses_registry else None)
+    failed_before = request.session.testsfailed
+    try:
+        machine = machines.make()
+    except BaseException:
+        # No test report exists yet when the boot itself fails: keep artifacts now.
+        machines.finish(True, request.node.nodeid)
+        raise
+    try:
+        yield machine
+    finally:
+        machines.finish(request.session.testsfailed > failed_before, request.node.nodeid)
+
+
+@pytest.fixture
+def machine(machine_factory: MachineFactory) -> Any:
+    """A booted machine of --flavor/--arch: SSH answers and the health gate passed."""
+    return machine_factory()
+
+
+@pytest.fixture
+def installer_machine(
+    machine_factory: MachineFactory, vm_settings: VmSettings, vm_arch: str
+) -> Any:
+    """The installer ISO booted on a machine whose system disk (vda, 8 GiB) is blank.
+
+    The blank disk comes first in the boot order, so after `cos install` a reboot boots the
+    installed system with the ISO still attached. Waits for SSH (the live system reads the
+    same cidata seed).
+    """
+    from vm.images import installer_iso
+
+    return machine_factory(
+        image=None, iso=installer_iso(vm_settings.flavor, vm_arch), disk_size="8G"
+    )
