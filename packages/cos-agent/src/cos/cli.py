@@ -17,7 +17,7 @@ def cmd_status(args) -> int:
     }
     try:
         status["grubenv"] = bootstate.read_grubenv()
-    except (OSError, Exception) as exc:  # status must report, never crash
+    except Exception as exc:  # noqa: BLE001 - status must report, never crash
         status["grubenv_error"] = str(exc)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
@@ -49,6 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
         print(f"cos {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -8,13 +8,13 @@ LABELS = ("COS_GRUB", "COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT")
 
 
 def device(label: str) -> str | None:
-    result = subprocess.run(["blkid", "-L", label], capture_output=True, text=True)
+    result = subprocess.run(["blkid", "-L", label], capture_output=True, text=True, check=False)
     return result.stdout.strip() or None
 
 
 def mountpoint_of(dev: str) -> str | None:
     result = subprocess.run(["findmnt", "-n", "-o", "TARGET", "--source", dev],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     lines = result.stdout.split()
     return lines[0] if lines else None
 

@@ -70,7 +70,7 @@ def write_file(spec: dict) -> None:
 def run_command(command) -> str:
     """A string runs through the shell, a list as argv (cloud-init's convention)."""
     argv = ["sh", "-c", command] if isinstance(command, str) else [str(c) for c in command]
-    result = subprocess.run(argv, capture_output=True, text=True)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"exit {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}")
     return result.stdout

@@ -15,7 +15,7 @@ def run_step(where: str, step: dict) -> list[str]:
     def attempt(what, func, *args):
         try:
             func(*args)
-        except Exception as exc:  # one broken step must not stop the others
+        except Exception as exc:  # noqa: BLE001 - one broken step must not stop the others
             errors.append(f"{where}: {what}: {exc}")
 
     if "hostname" in step:

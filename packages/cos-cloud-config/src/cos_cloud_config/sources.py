@@ -43,13 +43,13 @@ def mount_cidata() -> Path | None:
     """The NoCloud volume, mounted read-only once per boot."""
     if (CIDATA_MOUNT / "user-data").exists() or (CIDATA_MOUNT / "meta-data").exists():
         return CIDATA_MOUNT
-    dev = subprocess.run(["blkid", "-L", "cidata"], capture_output=True, text=True).stdout.strip()
+    dev = subprocess.run(["blkid", "-L", "cidata"], capture_output=True, text=True, check=False).stdout.strip()
     if not dev:
-        dev = subprocess.run(["blkid", "-L", "CIDATA"], capture_output=True, text=True).stdout.strip()
+        dev = subprocess.run(["blkid", "-L", "CIDATA"], capture_output=True, text=True, check=False).stdout.strip()
     if not dev:
         return None
     CIDATA_MOUNT.mkdir(parents=True, exist_ok=True)
-    if subprocess.run(["mount", "-o", "ro", dev, str(CIDATA_MOUNT)]).returncode != 0:
+    if subprocess.run(["mount", "-o", "ro", dev, str(CIDATA_MOUNT)], check=False).returncode != 0:
         return None
     return CIDATA_MOUNT
 
