@@ -96,10 +96,21 @@ def finish(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
+    mark_updated(rootfs)
     shadow = (rootfs / "etc/shadow").read_text()
     if any(line.split(":")[1] not in ("*", "!", "!*", "") for line in shadow.splitlines()
            if line.startswith("root:")):
         raise CosError(f"{rootfs}/etc/shadow: root has a password; cOS images must carry none")
+
+
+def mark_updated(rootfs: Path) -> None:
+    """/etc and /var start empty-overlaid on every boot; without these stamps systemd's
+    ConditionNeedsUpdate units (ldconfig, catalog, sysusers) rerun at each boot."""
+    usr_time = (rootfs / "usr").stat().st_mtime_ns
+    for folder in ("etc", "var"):
+        stamp = rootfs / folder / ".updated"
+        stamp.write_text(f"# cOS image build\nTIMESTAMP_NSEC={usr_time}\n")
+        os.utime(stamp, ns=(usr_time, usr_time))
 
 
 def kernel_version(rootfs: Path) -> str:
