@@ -85,6 +85,7 @@ def registry(c, port=5000):
 def push(c, flavor=None, arch=None, port=5000):
     """Push built images (and a multi-arch index) to the local registry, signed."""
     from toolkit.build import build as build_images
+    from toolkit.build import image_folder
     from toolkit.publish import push_image, push_index
     from toolkit.registry import start_registry
 
@@ -93,7 +94,8 @@ def push(c, flavor=None, arch=None, port=5000):
     for image in images:
         push_image(image, address)
     if len(images) > 1:
-        push_index(images, address)
+        # `build` wrote the index beside the per-arch images; push that one.
+        push_index(images, image_folder(images[0].flavor.name, "multiarch") / "oci", address)
 
 
 @task(help={"flavor": "flavor to test", "arch": "x86_64, aarch64 or all (default: host)",

@@ -182,10 +182,15 @@ def build(flavor_name: str | None, arch_name: str | None, log=print) -> list[Ima
         log(f"== {flavor.name} {arch.name}")
         images.append(build_image(flavor, arch, repo, log))
     if len(images) > 1:
-        index = oci.build_index({i.arch.oci: oci.read_oci_image(i.folder) for i in images},
-                                paths.build_dir() / "images" / flavor.name / "multiarch")
+        index = build_multiarch_index(images)
         log(f"multi-arch index: {index}")
     return images
+
+
+def build_multiarch_index(images: list[ImageBuild]) -> Path:
+    """The OCI index over the per-arch images of one flavor; returns its layout folder."""
+    return oci.build_index({i.arch.oci: oci.read_oci_image(i.folder) for i in images},
+                           image_folder(images[0].flavor.name, "multiarch"))
 
 
 def summary(images: list[ImageBuild]) -> str:

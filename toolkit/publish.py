@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit import cosign, oci, registry
+from toolkit import cosign, registry
 from toolkit.build import ImageBuild
 
 
@@ -35,12 +35,10 @@ def push_image(image: ImageBuild, address: str, tag: str | None = None, log=prin
     return published
 
 
-def push_index(images: list[ImageBuild], address: str, log=print) -> Published:
-    """The multi-arch index as <flavor>:<version>."""
+def push_index(images: list[ImageBuild], index_layout: Path, address: str, log=print) -> Published:
+    """The multi-arch index `build` wrote (build_multiarch_index) as <flavor>:<version>."""
     flavor = images[0].flavor
-    layout = oci.build_index({i.arch.oci: oci.read_oci_image(i.folder) for i in images},
-                             images[0].folder.parent / "multiarch")
-    published = push_signed(layout, repository_for(address, flavor.name), flavor.version)
+    published = push_signed(index_layout, repository_for(address, flavor.name), flavor.version)
     log(f"pushed {published.reference}@{published.digest[:19]}… (index of {len(images)} arches) "
         "and its signature")
     return published
