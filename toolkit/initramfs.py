@@ -15,7 +15,10 @@ from pathlib import Path
 from toolkit.errors import CosError
 
 INIT = "usr/share/cos/initramfs/init"
+DHCP_SCRIPT = "usr/share/cos/initramfs/dhcp-script"  # udhcpc's hook, as /bin/cos-dhcp-script
 MODULE_LIST = "usr/share/cos/initramfs/modules"
+# Loaded by init only when the boot volume does not show up with the first list.
+FALLBACK_MODULE_LIST = "usr/share/cos/initramfs/modules-fallback"
 BUSYBOX_CANDIDATES = ("usr/bin/busybox", "bin/busybox")
 DIRECTORIES = ["bin", "dev", "etc", "proc", "run", "sys", "sysroot", "tmp", "lib", "lib/modules"]
 
@@ -55,9 +58,10 @@ def wanted_modules(list_file: Path) -> list[tuple[str, bool]]:
 
 
 def load_order(wanted: list[tuple[str, bool]], modules: dict[str, Module], builtin: set[str],
-               source: Path) -> list[Module]:
+               source: Path, seen: set[str] | None = None) -> list[Module]:
+    """Modules to insert, dependencies first; `seen` skips those an earlier list loads."""
     order: list[Module] = []
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
 
     def visit(name: str) -> None:
         if name in seen or name in builtin:
@@ -130,21 +134,29 @@ def build_initramfs(rootfs: Path, kernel_version: str) -> bytes:
         if not (rootfs / needed).is_file():
             raise CosError(f"{rootfs}: /{needed} missing; is cos-initramfs installed?")
     modules, builtin = read_modules(moddir)
-    order = load_order(wanted_modules(rootfs / MODULE_LIST), modules, builtin, rootfs / MODULE_LIST)
+    seen: set[str] = set()
+    lists = {}
+    for source, listed_in in ((MODULE_LIST, "etc/cos-modules"), (FALLBACK_MODULE_LIST, "etc/cos-modules-fallback")):
+        path = rootfs / source
+        wanted = wanted_modules(path) if path.is_file() else []
+        lists[listed_in] = load_order(wanted, modules, builtin, path, seen)
 
     cpio = Cpio()
     for directory in DIRECTORIES:
         cpio.directory(directory)
     cpio.char_device("dev/console", 5, 1)
     cpio.file("init", (rootfs / INIT).read_bytes(), 0o755)
+    if (rootfs / DHCP_SCRIPT).is_file():
+        cpio.file("bin/cos-dhcp-script", (rootfs / DHCP_SCRIPT).read_bytes(), 0o755)
     cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
     cpio.symlink("bin/sh", "busybox")
     target_dir = f"lib/modules/{kernel_version}"
     cpio.directory(target_dir)
-    loaded = []
-    for module in order:
-        name = f"{target_dir}/{module.name}.ko"
-        cpio.file(name, decompress(moddir / module.path))
-        loaded.append(f"/{name}")
-    cpio.file("etc/cos-modules", ("\n".join(loaded) + "\n").encode())
+    for listed_in, order in lists.items():
+        loaded = []
+        for module in order:
+            name = f"{target_dir}/{module.name}.ko"
+            cpio.file(name, decompress(moddir / module.path))
+            loaded.append(f"/{name}\n")
+        cpio.file(listed_in, "".join(loaded).encode())
     return cpio.finish()

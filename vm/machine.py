@@ -277,6 +277,7 @@ class Machine:
         deadline = time.monotonic() + limit
         last_error = "no attempt yet"
         failure: list[str] = []
+        attempts = 0
 
         def boot_failed() -> bool:
             if not failure:
@@ -294,7 +295,12 @@ class Machine:
                 raise GuestUnreachable(
                     f"{failure[0]}; last console lines:\n{self.console.tail(30, self._boot_offset)}"
                 )
-            if not sshlib.wait_banner(self.ssh_port or 0, min(remaining, 30.0), boot_failed):
+            # Short windows while the guest may have no address yet: QEMU's user network
+            # retries an unanswered SYN with growing back-off, so a long wait on one
+            # connection can sleep through the moment sshd comes up.
+            attempts += 1
+            window = 2.0 if attempts <= 10 else min(30.0, 2.0 * (attempts - 9))
+            if not sshlib.wait_banner(self.ssh_port or 0, min(remaining, window), boot_failed):
                 last_error = "sshd did not answer"
                 time.sleep(0.5)
                 continue

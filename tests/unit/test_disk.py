@@ -115,13 +115,16 @@ def test_initramfs_is_a_valid_cpio(tmp_path):
     (moddir / "kernel/fs/loop.ko.xz").write_bytes(lzma.compress(b"loop-module"))
     (moddir / "kernel/fs/overlay.ko").write_bytes(b"overlay-module")
     (moddir / "kernel/fs/dep.ko").write_bytes(b"dep-module")
+    (moddir / "kernel/fs/ahci.ko").write_bytes(b"ahci-module")
     (moddir / "modules.dep").write_text("kernel/fs/loop.ko.xz: kernel/fs/dep.ko\n"
-                                        "kernel/fs/overlay.ko:\nkernel/fs/dep.ko:\n")
+                                        "kernel/fs/overlay.ko:\nkernel/fs/dep.ko:\n"
+                                        "kernel/fs/ahci.ko: kernel/fs/dep.ko\n")
     (moddir / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
     share = root / "usr/share/cos/initramfs"
     share.mkdir(parents=True)
     shutil.copy(paths.PACKAGES_DIR / "cos-initramfs/init", share / "init")
     (share / "modules").write_text("ext4\nloop\noverlay\nabsent?\n")
+    (share / "modules-fallback").write_text("ahci?\nloop\n")
     (root / "usr/bin").mkdir(parents=True)
     (root / "usr/bin/busybox").write_bytes(b"\x7fELF-busybox")
 
@@ -139,6 +142,8 @@ def test_initramfs_is_a_valid_cpio(tmp_path):
     assert order == [f"/lib/modules/{version}/dep.ko", f"/lib/modules/{version}/loop.ko",
                      f"/lib/modules/{version}/overlay.ko"]
     assert (out / f"lib/modules/{version}/loop.ko").read_bytes() == b"loop-module"
+    # the fallback list holds only what the first one does not already load
+    assert (out / "etc/cos-modules-fallback").read_text().split() == [f"/lib/modules/{version}/ahci.ko"]
 
 
 def test_cpio_pads_to_four_bytes():

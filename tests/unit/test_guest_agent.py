@@ -74,3 +74,19 @@ def test_unknown_stage_and_key_are_reported_and_rest_runs():
     assert steps and steps[0][1]["name"] == "ok"
     assert any("stages.bogus: unknown stage" in e for e in loaded.errors)
     assert any("unknown key(s) colour" in e for e in loaded.errors)
+
+
+def test_cidata_volume_found_in_real_blkid_output(tmp_path):
+    from cos_cloud_config.sources import cidata_in
+
+    from vm.seed import make_seed_iso
+
+    seed = make_seed_iso(tmp_path / "seed.iso", hostname="h", public_key="ssh-ed25519 AAAA k",
+                         instance_id="i-1")
+    other = tmp_path / "other.img"
+    subprocess.run(["mkfs.vfat", "-C", "-n", "DATA", str(other), "1024"], check=True, capture_output=True)
+    listing = subprocess.run(["blkid", "-o", "export", str(other), str(seed)], capture_output=True,
+                             text=True, check=True).stdout
+    assert cidata_in(listing) == str(seed)
+    assert cidata_in(listing.replace("LABEL=cidata", "LABEL=CIDATA")) == str(seed)
+    assert cidata_in(listing.replace("LABEL=cidata", "LABEL=other")) is None

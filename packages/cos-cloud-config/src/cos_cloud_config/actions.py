@@ -2,6 +2,7 @@
 
 import os
 import pwd
+import socket
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from pathlib import Path
 def set_hostname(name: str) -> None:
     name = str(name).split(".")[0]
     Path("/etc/hostname").write_text(name + "\n")
-    subprocess.run(["hostname", name], check=True)
+    socket.sethostname(name)
     hosts = Path("/etc/hosts")
     lines = [line for line in hosts.read_text().splitlines() if not line.startswith("127.0.1.1")] if hosts.exists() else []
     hosts.write_text("\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n")

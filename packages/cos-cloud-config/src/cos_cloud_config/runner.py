@@ -8,6 +8,8 @@ from cos_cloud_config import actions
 from cos_cloud_config.sources import load_all
 from cos_cloud_config.stages import STAGES, steps_for, valid_stage
 
+NETWORK_CONFIG = "/etc/systemd/network/"
+
 
 def run_step(where: str, step: dict) -> list[str]:
     errors = []
@@ -32,6 +34,21 @@ def run_step(where: str, step: dict) -> list[str]:
     return errors
 
 
+def writes_network_config(step: dict) -> bool:
+    return any(isinstance(spec, dict) and str(spec.get("path", "")).startswith(NETWORK_CONFIG)
+               for spec in step.get("files") or [])
+
+
+def reload_network() -> list[str]:
+    """The boot stage runs beside systemd-networkd, not before it (it would hold up the
+    network by seconds under emulation), so networkd re-reads what the stage wrote."""
+    try:
+        actions.run_command(["networkctl", "reload"])
+    except (RuntimeError, OSError) as exc:
+        return [f"networkctl reload: {exc}"]
+    return []
+
+
 def run_stage(stage: str, extra: list[Path], use_cidata: bool) -> int:
     """A bare stage name runs its .before, itself and its .after, reading sources once."""
     loaded = load_all(extra, use_cidata)
@@ -41,6 +58,8 @@ def run_stage(stage: str, extra: list[Path], use_cidata: bool) -> int:
     for where, step in steps:
         print(f"cos-cloud-config {stage}: {where}{' ' + step['name'] if step.get('name') else ''}")
         errors += run_step(where, step)
+    if any(writes_network_config(step) for _, step in steps):
+        errors += reload_network()
     for error in errors:
         print(f"cos-cloud-config {stage}: ERROR {error}", file=sys.stderr)
     return 1 if errors else 0
