@@ -24,7 +24,7 @@ from toolkit.rootfs import build_rootfs, finish, kernel_version, mirror
 from toolkit.runner import run
 
 # Bump when the build logic changes in a way the inputs do not show.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 MIN_FREE_BYTES = 6 << 30
 
 

@@ -28,6 +28,43 @@ DPKG_EXCLUDES = [
 ]
 
 
+# Maintainer-script work whose result does not depend on the CPU: under qemu-user it is
+# the slow part of a foreign build, so during mmdebstrap the tool is diverted to a no-op
+# and its work is done once, natively, afterwards (see run_deferred_tools).
+DEFERRED_TOOLS = ["/usr/sbin/update-ca-certificates"]
+DEFERRED_SUFFIX = ".cos-deferred"
+
+
+def defer_tools_hook() -> str:
+    """Essential hook: divert each deferred tool and leave a no-op in its place."""
+    lines = []
+    for tool in DEFERRED_TOOLS:
+        lines.append(f'chroot "$1" dpkg-divert --quiet --local --rename --divert {tool}{DEFERRED_SUFFIX} --add {tool}')
+        lines.append(f'printf "#!/bin/sh\\nexit 0\\n" > "$1"{tool} && chmod 755 "$1"{tool}')
+    return "; ".join(lines)
+
+
+def restore_tools_hook() -> str:
+    """Customize hook: the real tools back in place, as their packages installed them."""
+    return "; ".join(f'rm -f "$1"{tool} && chroot "$1" dpkg-divert --quiet --local --rename --remove {tool}'
+                     for tool in DEFERRED_TOOLS)
+
+
+def run_deferred_tools(rootfs: Path, log=print) -> None:
+    """What the no-ops skipped, run on the host against the rootfs."""
+    updater = rootfs / "usr/sbin/update-ca-certificates"
+    if updater.is_file():
+        # The image's own (shell) updater with the host's shell, sed and openssl.
+        run(["sh", str(updater), "--sysroot", str(rootfs), "--hooksdir", ""],
+            what="update-ca-certificates (native)", log=log)
+        certs = rootfs / "etc/ssl/certs"
+        for link in certs.iterdir():
+            target = os.readlink(link) if link.is_symlink() else ""
+            if target.startswith(f"{rootfs}/"):  # --sysroot writes host paths into links
+                link.unlink()
+                link.symlink_to("/" + target[len(str(rootfs)):].lstrip("/"))
+
+
 def mirror() -> list[str]:
     """COS_MIRROR overrides; otherwise mmdebstrap's own default for the suite."""
     value = os.environ.get("COS_MIRROR", "").strip()
@@ -44,6 +81,10 @@ def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path
         f"--components={','.join(flavor.components)}",
         f"--include={','.join(flavor.packages_for(arch.name) + [arch.grub_efi_package])}",
         *[f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES],
+        # debconf's preconfiguration runs Perl over every package under qemu-user (over
+        # half a minute for arm64) to ask questions a noninteractive build never shows.
+        "--aptopt=#clear DPkg::Pre-Install-Pkgs;",
+        f"--essential-hook={defer_tools_hook()}",
         # The apt archive cache lives outside the checkout: a second build downloads nothing.
         "--skip=essential/unlink",
         f"--setup-hook=mkdir -p {shlex.quote(str(apt_cache))} \"$1\"/var/cache/apt/archives/",
@@ -51,7 +92,8 @@ def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path
         f"--setup-hook=echo {shlex.quote(cos_source)} > \"$1\"/etc/apt/sources.list.d/cos.list",
         "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/cos-*.deb",
         f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(apt_cache))}",
-        "--customize-hook=rm -f \"$1\"/etc/apt/sources.list.d/cos.list",
+        "--customize-hook=rm -f \"$1\"/etc/apt/sources.list.d/cos.list \"$1\"/etc/apt/apt.conf.d/99mmdebstrap",
+        f"--customize-hook={restore_tools_hook()}",
         flavor.suite, str(target), *mirror(),
     ]
 
@@ -130,3 +172,4 @@ def build_rootfs(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, targ
                  log=print) -> None:
     command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache_for(flavor, arch))
     run(command, what=f"mmdebstrap {flavor.suite}/{arch.deb}", log=log, progress=True)
+    run_deferred_tools(target, log=log)

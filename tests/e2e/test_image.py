@@ -95,3 +95,20 @@ def test_installer_iso_boots_a_live_system(installer_machine):
     assert m.succeed("findmnt -n -o FSTYPE /").strip() == "squashfs"
     # the live system leaves the target disk alone
     assert m.succeed("findmnt -n -o SOURCE /usr/local || true").strip() == ""
+
+
+def test_network_handed_from_initramfs_to_networkd(shared_machine):
+    m = shared_machine
+    assert "eth0 configured by DHCP" in m.succeed("dmesg | grep cos-init")
+    m.wait_until_succeeds("networkctl status eth0 | grep -q 'State: routable (configured)'")
+    assert "10.0.2.15" in m.succeed("ip -4 -o addr show eth0")
+
+
+def test_ca_store_built_on_the_host_is_complete(shared_machine):
+    m = shared_machine
+    # every link in /etc/ssl/certs resolves inside the image, and OpenSSL finds a root by hash
+    assert m.succeed("find -L /etc/ssl/certs -type l | wc -l").strip() == "0"
+    bundle = int(m.succeed("grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt"))
+    links = int(m.succeed("ls /etc/ssl/certs/*.pem | wc -l"))
+    assert bundle == links > 100
+    m.succeed("openssl verify -CApath /etc/ssl/certs /etc/ssl/certs/ISRG_Root_X1.pem")
