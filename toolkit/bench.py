@@ -37,7 +37,8 @@ def plain_mmdebstrap(flavor: Flavor, arch: Arch, repo) -> float:
     with tempfile.TemporaryDirectory(dir=paths.build_dir()) as tmp:
         target = Path(tmp) / "plain.tar"
         command = mmdebstrap_command(flavor, arch, repo.repo_dir, repo.keyring, target,
-                                     apt_cache_for(flavor, arch), output_format="tar")
+                                     apt_cache_for(flavor, arch), output_format="tar",
+                                     accelerated=False)
         seconds, _ = timed(run, command, what="plain mmdebstrap")
     return seconds
 
@@ -67,11 +68,13 @@ def run_bench(flavor_name: str | None, arch_name: str | None, runs: int = 3, log
     ensure_host(log=quiet)
     repo = build_repository(log=quiet)
     log(f"bench: {flavor.name}, {', '.join(a.name for a in arches)}, {runs} boots each")
+    scratch_by_arch = {}
     for arch in arches:
         build_image(flavor, arch, repo, log=quiet)  # warm the apt cache: downloads excluded
         plain = plain_mmdebstrap(flavor, arch, repo)
         scratch, image = timed(build_image, flavor, arch, repo, log=quiet, force=True)
         noop, _ = timed(build_image, flavor, arch, repo, log=quiet)
+        scratch_by_arch[arch.name] = scratch
         log(f"\n{arch.name} build")
         log(f"  plain mmdebstrap      {plain:7.1f} s")
         log(f"  cOS build (scratch)   {scratch:7.1f} s   ratio {scratch / plain:.2f}x")
@@ -90,3 +93,6 @@ def run_bench(flavor_name: str | None, arch_name: str | None, runs: int = 3, log
             previous = at
         serial, together = parallel_boots(flavor.name, arch.name)
         log(f"  2 boots one after another {serial:6.1f} s, at once {together:6.1f} s")
+    if {"x86_64", "aarch64"} <= scratch_by_arch.keys():
+        log(f"\naarch64 build / x86_64 build: "
+            f"{scratch_by_arch['aarch64'] / scratch_by_arch['x86_64']:.1f}x")

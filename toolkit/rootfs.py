@@ -72,7 +72,17 @@ def mirror() -> list[str]:
 
 
 def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
-                       apt_cache: Path, output_format: str = "directory") -> list[str]:
+                       apt_cache: Path, output_format: str = "directory",
+                       accelerated: bool = True) -> list[str]:
+    """`accelerated=False` is plain mmdebstrap of the same set (bench's baseline): no
+    debconf skip, no deferred tools."""
+    speedups = [
+        # debconf's preconfiguration runs Perl over every package under qemu-user (over
+        # half a minute for arm64) to ask questions a noninteractive build never shows.
+        "--aptopt=#clear DPkg::Pre-Install-Pkgs;",
+        f"--essential-hook={defer_tools_hook()}",
+        f"--customize-hook={restore_tools_hook()}",
+    ] if accelerated else []
     # copy: (not file:) puts our .debs into the chroot's archive folder, where dpkg sees them.
     cos_source = f"deb [signed-by={keyring}] copy://{repo_dir} cos main"
     return [
@@ -81,10 +91,6 @@ def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path
         f"--components={','.join(flavor.components)}",
         f"--include={','.join(flavor.packages_for(arch.name) + [arch.grub_efi_package])}",
         *[f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES],
-        # debconf's preconfiguration runs Perl over every package under qemu-user (over
-        # half a minute for arm64) to ask questions a noninteractive build never shows.
-        "--aptopt=#clear DPkg::Pre-Install-Pkgs;",
-        f"--essential-hook={defer_tools_hook()}",
         # The apt archive cache lives outside the checkout: a second build downloads nothing.
         "--skip=essential/unlink",
         f"--setup-hook=mkdir -p {shlex.quote(str(apt_cache))} \"$1\"/var/cache/apt/archives/",
@@ -93,7 +99,7 @@ def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path
         "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/cos-*.deb",
         f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(apt_cache))}",
         "--customize-hook=rm -f \"$1\"/etc/apt/sources.list.d/cos.list \"$1\"/etc/apt/apt.conf.d/99mmdebstrap",
-        f"--customize-hook={restore_tools_hook()}",
+        *speedups,
         flavor.suite, str(target), *mirror(),
     ]
 
