@@ -54,11 +54,13 @@ def boot_figures(flavor: str, arch: str, runs: int) -> dict[str, float]:
 
 def parallel_boots(flavor: str, arch: str, count: int = 2) -> tuple[float, float]:
     from vm.boot_check import boot_and_check
+    from vm.machine import default_vcpus
 
     serial, _ = timed(lambda: [boot_and_check(flavor, arch, log=quiet) for _ in range(count)])
+    vcpus = default_vcpus(machines_at_once=count)  # as pytest -n COUNT gives each machine
     with ThreadPoolExecutor(count) as pool:
-        together, _ = timed(lambda: list(pool.map(lambda _i: boot_and_check(flavor, arch, log=quiet),
-                                                  range(count))))
+        together, _ = timed(lambda: list(pool.map(
+            lambda _i: boot_and_check(flavor, arch, vcpus=vcpus, log=quiet), range(count))))
     return serial, together
 
 

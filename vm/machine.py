@@ -6,6 +6,7 @@ Every wait takes a timeout in KVM seconds and multiplies it by `machine.scale`
 """
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
@@ -41,7 +42,15 @@ SETTLE_TIMEOUT = 30.0
 
 # Under TCG, 2 vCPUs run as two host threads (MTTCG). Measured to SSH on a 2-core host:
 # x86_64 1 vCPU 55-62 s, 2 vCPUs 32-33 s; aarch64 1 vCPU 63-66 s, 2 vCPUs 50 s.
-DEFAULT_VCPUS = 2
+def default_vcpus(machines_at_once: int | None = None) -> int:
+    """Two vCPUs, but never more vCPU threads than host cores across the machines that run
+    at once (pytest-xdist workers): an oversubscribed TCG guest loses time to spinning
+    on locks whose holder's thread is not running."""
+    if machines_at_once is None:
+        machines_at_once = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, min(2, (os.cpu_count() or 1) // max(1, machines_at_once)))
+
+
 DEFAULT_MEMORY_MIB = 1024
 BLANK_SYSTEM_DISK = "8G"
 
@@ -56,7 +65,7 @@ class MachineOptions:
     cloud_config: CloudConfig = None  # merged into the seed's user-data
     hostname: str | None = None
     memory_mib: int = DEFAULT_MEMORY_MIB
-    vcpus: int = DEFAULT_VCPUS
+    vcpus: int = field(default_factory=default_vcpus)
     registry_port: int | None = None  # guest reaches it at 10.0.2.100:5000
     keep: bool = False  # outlives this process (vm.up, --keep-vms)
     cpu_model: str | None = None  # None: the measured default for the arch

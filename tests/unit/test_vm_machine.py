@@ -87,3 +87,16 @@ def test_missing_image_is_reported_before_libvirt(tmp_path: Path) -> None:
 
     with pytest.raises(ImageNotBuilt, match="run `invoke build --flavor debian-trixie"):
         Machine("x", MachineOptions(image=built_disk("debian-trixie", host_arch())))
+
+
+def test_vcpus_never_oversubscribe_the_host(monkeypatch):
+    from vm.machine import default_vcpus
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_vcpus(1) == 2
+    assert default_vcpus(2) == 1
+    assert default_vcpus(8) == 1
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    assert default_vcpus() == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert default_vcpus() == 2
