@@ -24,7 +24,8 @@ def run_tests(flavor: str | None, arch: str | None, unit_only: bool, keyword: st
     selection = ["-k", keyword] if keyword else []
     # Unit tests use the real tools too (apt, gpg, mkfs, skopeo, grub-editenv, ...).
     ensure_host(arches=tuple(a.name for a in arches))
-    code = pytest(["tests/unit", "-q", f"--junitxml={reports}/unit.xml", *selection])
+    code = pytest(["tests/unit", "-q", "--timeout=300", f"--junitxml={reports}/unit.xml",
+                   *selection])
     if code not in (0, 5) or unit_only:
         return code
     from toolkit.build import build

@@ -1,6 +1,5 @@
 """Port allocation: free, distinct, and safe across processes (pytest-xdist workers)."""
 
-import multiprocessing
 import socket
 import subprocess
 import sys
@@ -67,20 +66,25 @@ def test_skips_port_locked_by_another_process(tmp_path: Path) -> None:
     again.release()
 
 
-def _grab(args: tuple[str, int]) -> int:
-    folder, low = args
-    lease = allocate_port(Path(folder), (low, low + 8))
-    # Hold it while the others allocate, as a worker does until QEMU binds.
-    import time
-
-    time.sleep(0.5)
-    return lease.port
+# Each grabber is a fresh interpreter, as an xdist worker is: a forked pool would
+# inherit this process's signal handlers and locks, and can hang on teardown.
+_GRAB = """
+import sys, time
+from pathlib import Path
+from vm.ports import allocate_port
+low = int(sys.argv[2])
+lease = allocate_port(Path(sys.argv[1]), (low, low + 8))
+print(lease.port, flush=True)
+time.sleep(0.5)  # hold it while the others allocate, as a worker does until QEMU binds
+"""
 
 
 def test_parallel_processes_get_distinct_ports(tmp_path: Path) -> None:
     lease = allocate_port(tmp_path)  # find a free area for the small range
     low = lease.port
     lease.release()
-    with multiprocessing.get_context("fork").Pool(6) as pool:
-        ports = pool.map(_grab, [(str(tmp_path), low)] * 6)
+    grabbers = [subprocess.Popen([sys.executable, "-c", _GRAB, str(tmp_path), str(low)],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    ports = [int(g.communicate(timeout=60)[0]) for g in grabbers]
+    assert all(g.returncode == 0 for g in grabbers)
     assert len(set(ports)) == 6
