@@ -112,13 +112,14 @@ def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
         raise Exit(code=code)
 
 
-@task(help={"flavor": "flavor", "arch": "x86_64, aarch64 or all", "runs": "boots per arch"})
+@task(help={"flavor": "flavor", "arch": "x86_64, aarch64 or all", "runs": "boots per arch",
+            "foreign-baseline": "also time plain mmdebstrap of a foreign arch (about 25 min for arm64)"})
 @_guard
-def bench(c, flavor=None, arch=None, runs=3):
+def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
     """Measure build time against plain mmdebstrap, boot time by phase, and sizes."""
     from toolkit.bench import run_bench
 
-    run_bench(flavor, arch, runs=int(runs))
+    run_bench(flavor, arch, runs=int(runs), foreign_baseline=foreign_baseline)
 
 
 @task

@@ -132,7 +132,7 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
         "flavor_files": flavor.files, "overlays": flavor.overlays,
         "cloud_configs": flavor.cloud_configs, "persistent": flavor.persistent_paths,
         "version": flavor.version, "repo": repo.inputs_hash, "image_key": image_key,
-        "code": [code / "rootfs.py", code / "initramfs.py"],
+        "code": [code / "rootfs.py", code / "initramfs.py", code / "native.py"],
     }, [image.rootfs], partial(_make_rootfs, image, repo, image_key, log))
     system = stage("system-image", {"rootfs": rootfs.key, "code": code / "disk.py"}, [image.slot_image],
                    lambda out: make_slot_image(image.rootfs, out[image.slot_image], epoch))

@@ -10,8 +10,8 @@ import shlex
 import shutil
 from pathlib import Path
 
-from toolkit import paths
-from toolkit.arch import Arch
+from toolkit import native, paths
+from toolkit.arch import ARCHES, Arch
 from toolkit.errors import CosError
 from toolkit.flavors import Flavor
 from toolkit.runner import run
@@ -73,9 +73,9 @@ def mirror() -> list[str]:
 
 def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
                        apt_cache: Path, output_format: str = "directory",
-                       accelerated: bool = True) -> list[str]:
+                       accelerated: bool = True, toolbox: Path | None = None) -> list[str]:
     """`accelerated=False` is plain mmdebstrap of the same set (bench's baseline): no
-    debconf skip, no deferred tools."""
+    debconf skip, no deferred tools. `toolbox`: host-arch tools for a foreign build."""
     speedups = [
         # debconf's preconfiguration runs Perl over every package under qemu-user (over
         # half a minute for arm64) to ask questions a noninteractive build never shows.
@@ -83,6 +83,9 @@ def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path
         f"--essential-hook={defer_tools_hook()}",
         f"--customize-hook={restore_tools_hook()}",
     ] if accelerated else []
+    if accelerated and toolbox is not None:
+        enter, leave = native.hooks(toolbox)
+        speedups += [f"--extract-hook={enter}", f"--customize-hook={leave}"]
     # copy: (not file:) puts our .debs into the chroot's archive folder, where dpkg sees them.
     cos_source = f"deb [signed-by={keyring}] copy://{repo_dir} cos main"
     return [
@@ -176,6 +179,14 @@ def apt_cache_for(flavor: Flavor, arch: Arch) -> Path:
 
 def build_rootfs(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
                  log=print) -> None:
-    command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache_for(flavor, arch))
+    toolbox = None
+    host_deb = native.host_deb_arch()
+    if arch.deb != host_deb:
+        host = next(a for a in ARCHES.values() if a.deb == host_deb)
+        toolbox = native.build_toolbox(flavor.suite, host_deb, apt_cache_for(flavor, host),
+                                       paths.build_dir() / "toolbox" / f"{flavor.suite}-{host_deb}",
+                                       mirror(), log=log)
+    command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache_for(flavor, arch),
+                                 toolbox=toolbox)
     run(command, what=f"mmdebstrap {flavor.suite}/{arch.deb}", log=log, progress=True)
     run_deferred_tools(target, log=log)
