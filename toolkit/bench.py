@@ -20,7 +20,7 @@ from toolkit.flavors import Flavor, load_flavor
 from toolkit.hostsetup import ensure_host
 from toolkit.packages import build_repository
 from toolkit.rootfs import apt_cache_for, mmdebstrap_command
-from toolkit.runner import run
+from toolkit.runner import run, system_env
 
 
 def quiet(_line: str) -> None:
@@ -39,7 +39,7 @@ def plain_mmdebstrap(flavor: Flavor, arch: Arch, repo) -> float:
         command = mmdebstrap_command(flavor, arch, repo.repo_dir, repo.keyring, target,
                                      apt_cache_for(flavor, arch), output_format="tar",
                                      accelerated=False)
-        seconds, _ = timed(run, command, what="plain mmdebstrap")
+        seconds, _ = timed(run, command, what="plain mmdebstrap", env=system_env())
     return seconds
 
 

@@ -1,38 +1,58 @@
-"""Host-arch interpreters inside a foreign rootfs while mmdebstrap installs it.
+"""Host-arch programs inside a foreign rootfs while mmdebstrap installs it.
 
 Under qemu-user every process start costs tens of milliseconds and code runs about 17x
-slower. Maintainer scripts spend most of a foreign build in a few programs: perl (debconf,
-deb-systemd-helper), python (byte-compiling the standard library), dpkg-deb (decompressing
-every package) and systemd-hwdb. For these the build extracts the *same versions* of the
-host-arch packages from the same suite (the toolbox), and while mmdebstrap runs:
+slower. A foreign build spends its time in a few programs: perl (debconf,
+deb-systemd-helper), python (byte-compiling the standard library), dpkg-deb and tar
+(every package's archives), systemd-hwdb, depmod, and the shell and text tools that
+maintainer scripts start by the thousand. For these the build extracts the *same
+versions* of the host-arch packages from the same suite (the toolbox), and while
+mmdebstrap runs:
 
 - the toolbox's libraries sit beside the foreign ones, as Debian multiarch lays them out
   (/usr/lib/<host triplet>, the host's dynamic loader): paths no foreign package owns;
-- each tool is diverted with dpkg-divert and the native executable takes its place, so
-  the kernel runs it directly instead of through qemu-user.
+- each executable of those packages is diverted (dpkg-divert) and the native one takes
+  its place, so the kernel runs it directly instead of through qemu-user.
 
-Their output does not depend on the CPU (bytecode, hwdb.bin, unit symlinks, the debconf
-database, unpacked files). Afterwards every native file goes, the diversions are reverted,
-and each foreign tool is checked against dpkg's md5sums and for the toolbox's version.
+What they produce does not depend on the CPU (bytecode, hwdb.bin, modules.dep, unit
+symlinks, the debconf database, unpacked files); programs that report the machine stay
+foreign. Afterwards every native file goes, the diversions are reverted, and each foreign
+executable is checked against dpkg's md5sums and for the toolbox's version.
 """
 
+import fnmatch
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from toolkit.errors import CosError
-from toolkit.runner import run
+from toolkit.runner import run, system_env
 
-# Tool -> argument that makes it start and exit: proves the native copy runs in the chroot.
-TOOLS = {"perl": "-e1", "python3": "--version", "dpkg-deb": "--version", "systemd-hwdb": "--version"}
-TOOL_PACKAGES = ["perl-base", "python3-minimal", "dpkg", "udev"]
+# What to ask apt for -> (package, its executables) to run natively, as glob patterns.
+NATIVE_PACKAGES = {
+    "perl-base": ("perl-base", "*"),
+    "python3-minimal": ("python3.*-minimal", "*"),
+    "dpkg": ("dpkg", "*/dpkg-deb"),  # never dpkg itself: it knows its architecture
+    "tar": ("tar", "*"),
+    "udev": ("udev", "*/systemd-hwdb"),
+    "kmod": ("kmod", "*"),
+    "dash": ("dash", "*"),
+    "sed": ("sed", "*"),
+    "grep": ("grep", "*"),
+    "coreutils": ("coreutils", "*"),
+}
+# They answer "which machine is this?": under qemu-user the image's arch, natively the host's.
+STAYS_FOREIGN = {"uname", "arch"}
+PROBE_ARGS = {"dash": ["-c", ":"]}  # how to start each and exit 0; default --version
 DIVERTED_SUFFIX = ".cos-foreign"
-VERSIONS_FILE = "cos-toolbox-versions.json"
+MANIFEST = "cos-toolbox.json"
+ARCHIVES = "var/cache/apt/archives"
 
 
 def triplet(deb_arch: str) -> str:
@@ -46,40 +66,51 @@ def host_deb_arch() -> str:
 
 def build_toolbox(suite: str, deb_arch: str, apt_cache: Path, target: Path, mirror: list[str],
                   log=print) -> Path:
-    """Extract (no scripts run) the tools' host-arch packages and their dependencies."""
+    """Extract (no scripts run) the host-arch packages and their dependencies, and note
+    each package's version and which of its files are executables to run natively."""
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    archives = "/var/cache/apt/archives"
     run(["mmdebstrap", "--mode=root", "--variant=extract", f"--arch={deb_arch}",
-         f"--include={','.join(TOOL_PACKAGES)}", "--skip=cleanup/apt/cache",
-         f"--setup-hook=mkdir -p \"$1\"{archives}",
-         f"--setup-hook=sync-in {shlex.quote(str(apt_cache))} {archives}",
-         f"--customize-hook=sync-out {archives} {shlex.quote(str(apt_cache))}",
+         f"--include={','.join(NATIVE_PACKAGES)}", "--skip=cleanup/apt/cache",
+         f"--setup-hook=mkdir -p \"$1\"/{ARCHIVES}",
+         f"--setup-hook=sync-in {shlex.quote(str(apt_cache))} /{ARCHIVES}",
+         f"--customize-hook=sync-out /{ARCHIVES} {shlex.quote(str(apt_cache))}",
          suite, str(target), *mirror],
-        what=f"mmdebstrap toolbox {suite}/{deb_arch}", log=log)
-    versions = {}
-    for deb in (target / archives.lstrip("/")).glob("*.deb"):
-        name, version = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version"],
-                                       capture_output=True, text=True, check=True).stdout.split("\n")[:2]
-        versions[name.partition(": ")[2]] = version.partition(": ")[2]
-    shutil.rmtree(target / archives.lstrip("/"))
-    (target / VERSIONS_FILE).write_text(json.dumps(versions, indent=1, sort_keys=True))
+        what=f"mmdebstrap toolbox {suite}/{deb_arch}", log=log, env=system_env())
+    versions, executables = {}, {}
+    for deb in sorted((target / ARCHIVES).glob("*.deb")):
+        fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version"],
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+        package, version = (line.partition(": ")[2] for line in fields[:2])
+        versions[package] = version
+        for package_glob, file_glob in NATIVE_PACKAGES.values():
+            if fnmatch.fnmatch(package, package_glob):
+                executables[package] = [path for path in _elf_executables(deb, target)
+                                        if fnmatch.fnmatch(path, file_glob)]
+    shutil.rmtree(target / ARCHIVES)
+    (target / MANIFEST).write_text(json.dumps({"versions": versions, "executables": executables},
+                                              indent=1, sort_keys=True))
     return target
 
 
-def _tool_paths(toolbox: Path) -> dict[str, str]:
-    """Tool name -> the path its package ships the real executable at (symlinks followed)."""
-    paths = {}
-    for name in TOOLS:
-        for folder in ("usr/bin", "bin", "usr/sbin", "sbin"):
-            candidate = toolbox / folder / name
-            if candidate.is_file():
-                real = candidate.resolve()
-                paths[name] = "/" + str(real.relative_to(toolbox.resolve()))
-                break
-        else:
-            raise CosError(f"{toolbox}: toolbox has no {name}")
-    return paths
+def _elf_executables(deb: Path, toolbox: Path) -> list[str]:
+    """Regular ELF executables the package ships in a bin folder (symlinks follow them)."""
+    found = []
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc, \
+            tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+        for member in archive:
+            path = "/" + os.path.normpath(member.name)
+            folder, name = os.path.split(path)
+            if member.isreg() and member.mode & 0o111 and name not in STAYS_FOREIGN \
+                    and folder in ("/usr/bin", "/usr/sbin", "/bin", "/sbin"):
+                with open(toolbox / path.lstrip("/"), "rb") as file:
+                    if file.read(4) == b"\x7fELF":
+                        found.append(path)
+    return found
+
+
+def _manifest(toolbox: Path) -> dict:
+    return json.loads((toolbox / MANIFEST).read_text())
 
 
 def _native_files(toolbox: Path, host_triplet: str) -> list[str]:
@@ -105,6 +136,13 @@ def _chroot(root: Path, *command: str) -> None:
                        f"{(result.stderr or result.stdout).strip()[-500:]}")
 
 
+def _divert(root: Path, path: str, action: str) -> None:
+    """The host's dpkg-divert on the rootfs's database: same format, no emulation."""
+    run(["dpkg-divert", f"--root={root}", "--quiet", "--local", "--rename",
+         *(["--divert", path + DIVERTED_SUFFIX] if action == "--add" else []), action, path],
+        what=f"dpkg-divert {action} {path}")
+
+
 def enter(root: Path, toolbox: Path) -> None:
     """mmdebstrap extract hook: before the essential packages are installed."""
     host_triplet = triplet(host_deb_arch())
@@ -117,20 +155,25 @@ def enter(root: Path, toolbox: Path) -> None:
         shutil.copy2(toolbox / rel, root / rel, follow_symlinks=False)
     if (toolbox / "usr/lib64").is_dir() and not os.path.lexists(root / "lib64"):
         (root / "lib64").symlink_to("usr/lib64")  # where the host's ELF interpreter is looked up
-    for name, path in _tool_paths(toolbox).items():
-        _chroot(root, "dpkg-divert", "--quiet", "--local", "--rename",
-                "--divert", path + DIVERTED_SUFFIX, "--add", path)
-        shutil.copy2(toolbox / path.lstrip("/"), root / path.lstrip("/"))
-        _chroot(root, path, TOOLS[name])  # the native copy must start here
+    for paths in _manifest(toolbox)["executables"].values():
+        for path in paths:
+            _divert(root, path, "--add")
+            shutil.copy2(toolbox / path.lstrip("/"), root / path.lstrip("/"))
+        if paths:  # the native copies must start in there
+            probe = os.path.basename(paths[0])
+            _chroot(root, paths[0], *PROBE_ARGS.get(probe, ["--version"]))
 
 
 def leave(root: Path, toolbox: Path) -> None:
-    """mmdebstrap customize hook: the foreign tools back, every native file gone."""
-    versions = json.loads((toolbox / VERSIONS_FILE).read_text())
-    for path in _tool_paths(toolbox).values():
+    """mmdebstrap customize hook: the foreign executables back, every native file gone."""
+    manifest = _manifest(toolbox)
+    executables = [path for paths in manifest["executables"].values() for path in paths]
+    for path in executables:
         (root / path.lstrip("/")).unlink()
-        _chroot(root, "dpkg-divert", "--quiet", "--local", "--rename", "--remove", path)
-        _check_foreign_tool(root, path, versions)
+        _divert(root, path, "--remove")
+    owners = _owners(root, set(executables))
+    for path in executables:
+        _check_foreign_tool(root, path, owners.get(path), manifest["versions"])
     files = _native_files(toolbox, triplet(host_deb_arch()))
     for rel in files:
         (root / rel).unlink()
@@ -143,14 +186,15 @@ def leave(root: Path, toolbox: Path) -> None:
         (root / "lib64").unlink()
 
 
-def _check_foreign_tool(root: Path, path: str, versions: dict[str, str]) -> None:
-    """The restored tool is the one dpkg installed, and the native stand-in was its twin."""
-    info_name = _owner(root, path)
+def _check_foreign_tool(root: Path, path: str, info_name: str | None,
+                        versions: dict[str, str]) -> None:
+    """The restored executable is the one dpkg installed, and its native stand-in came from
+    the same source version (binNMU suffixes may differ between architectures)."""
     if info_name is None:
-        return  # the package was never installed: nothing was done in its name
+        return  # its package was never installed: nothing was done in its name
     owner = info_name.split(":")[0]
     status = _installed_version(root, owner)
-    if versions.get(owner) != status:
+    if _source_version(versions.get(owner)) != _source_version(status):
         raise CosError(f"{root}: {owner} is {status} but the host-arch toolbox had "
                        f"{versions.get(owner)}; the mirror changed during the build, build again")
     sums = root / f"var/lib/dpkg/info/{info_name}.md5sums"
@@ -161,12 +205,18 @@ def _check_foreign_tool(root: Path, path: str, versions: dict[str, str]) -> None
         raise CosError(f"{root}{path}: not the file {owner} installed after restoring it")
 
 
-def _owner(root: Path, path: str) -> str | None:
-    """The dpkg info name (package, arch-qualified if Multi-Arch: same) that ships `path`."""
+def _source_version(version: str | None) -> str | None:
+    return re.sub(r"\+b\d+$", "", version) if version else None
+
+
+def _owners(root: Path, paths: set[str]) -> dict[str, str]:
+    """path -> the dpkg info name (arch-qualified if Multi-Arch: same) that ships it."""
+    owners = {}
     for listing in (root / "var/lib/dpkg/info").glob("*.list"):
-        if path in listing.read_text().splitlines():
-            return listing.stem
-    return None
+        for line in listing.read_text().splitlines():
+            if line in paths:
+                owners[line] = listing.stem
+    return owners
 
 
 def _installed_version(root: Path, package: str) -> str | None:

@@ -14,7 +14,7 @@ from toolkit import native, paths
 from toolkit.arch import ARCHES, Arch
 from toolkit.errors import CosError
 from toolkit.flavors import Flavor
-from toolkit.runner import run
+from toolkit.runner import run, system_env
 
 # Lean images: no manuals, docs or translations (copyright files stay, Debian policy).
 DPKG_EXCLUDES = [
@@ -188,5 +188,6 @@ def build_rootfs(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, targ
                                        mirror(), log=log)
     command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache_for(flavor, arch),
                                  toolbox=toolbox)
-    run(command, what=f"mmdebstrap {flavor.suite}/{arch.deb}", log=log, progress=True)
+    run(command, what=f"mmdebstrap {flavor.suite}/{arch.deb}", log=log, progress=True,
+        env=system_env())
     run_deferred_tools(target, log=log)

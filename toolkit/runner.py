@@ -1,5 +1,6 @@
 """Running build tools: their output streamed as progress, their failure made readable."""
 
+import os
 import subprocess
 from collections import deque
 
@@ -30,3 +31,9 @@ def run(command: list[str], *, what: str, log=print, progress: bool = False,
         shown = "\n".join(f"  | {line}" for line in tail)
         raise CosError(f"{what} failed (exit {proc.returncode}); last output:\n{shown}")
     return "\n".join(lines)
+
+
+def system_env() -> dict[str, str]:
+    """The environment with the system's PATH, for system tools: a user's PATH may put
+    shims (pyenv, ...) before /usr/bin, and mmdebstrap's helpers find `python3` by PATH."""
+    return {**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}

@@ -1,5 +1,7 @@
 """Host-arch tools for foreign builds: what goes into the rootfs, and the checks after."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,16 +45,30 @@ def test_native_files_are_only_paths_no_foreign_package_owns(toolbox: Path) -> N
     ]  # never /etc or /var (configuration and dpkg state stay the image's), never os.py
 
 
-def test_tool_paths_follow_symlinks_to_the_real_executable(toolbox: Path) -> None:
-    assert native._tool_paths(toolbox) == {
-        "perl": "/usr/bin/perl", "python3": "/usr/bin/python3.13",
-        "dpkg-deb": "/usr/bin/dpkg-deb", "systemd-hwdb": "/usr/bin/systemd-hwdb"}
+def test_executables_are_the_packages_elf_programs_except_machine_reporters(tmp_path: Path) -> None:
+    tree = tmp_path / "pkg"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN/control").write_text("Package: tools\nVersion: 1\nArchitecture: all\n"
+                                         "Maintainer: cOS <cos@lists.invalid>\nDescription: t\n")
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "usr/lib").mkdir(parents=True)
+    for name in ("true", "uname"):
+        shutil.copy("/usr/bin/true", tree / "usr/bin" / name)
+    shutil.copy("/usr/bin/true", tree / "usr/lib/helper")  # not in a bin folder
+    (tree / "usr/bin/script").write_text("#!/bin/sh\n")
+    (tree / "usr/bin/script").chmod(0o755)
+    (tree / "usr/bin/alias").symlink_to("true")
+    deb = tmp_path / "tools.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(deb)], check=True,
+                   capture_output=True)
+    toolbox = tmp_path / "box"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(toolbox)], check=True)
+    assert native._elf_executables(deb, toolbox) == ["/usr/bin/true"]
 
 
-def test_tool_missing_from_toolbox_is_named(toolbox: Path) -> None:
-    (toolbox / "usr/bin/systemd-hwdb").unlink()
-    with pytest.raises(CosError, match="toolbox has no systemd-hwdb"):
-        native._tool_paths(toolbox)
+def test_binnmu_suffix_is_not_a_different_source() -> None:
+    assert native._source_version("6.0.2-1+b2") == native._source_version("6.0.2-1") == "6.0.2-1"
+    assert native._source_version("6.0.2-2") != "6.0.2-1"
 
 
 def test_enter_refuses_a_rootfs_that_already_has_host_files(toolbox: Path, tmp_path: Path) -> None:
@@ -80,18 +96,21 @@ def _dpkg_db(root: Path, package: str, version: str, path: str, content: bytes) 
 def test_restored_tool_is_checked_against_dpkg(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _dpkg_db(root, "python3.13-minimal", "3.13.5-2", "/usr/bin/python3.13", b"arm64 python")
-    native._check_foreign_tool(root, "/usr/bin/python3.13", {"python3.13-minimal": "3.13.5-2"})
+    owner = native._owners(root, {"/usr/bin/python3.13"})["/usr/bin/python3.13"]
+    assert owner == "python3.13-minimal:arm64"
+    native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-2+b1"})
     with pytest.raises(CosError, match="python3.13-minimal is 3.13.5-2 but the host-arch toolbox had 3.13.5-3"):
-        native._check_foreign_tool(root, "/usr/bin/python3.13", {"python3.13-minimal": "3.13.5-3"})
+        native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-3"})
     (root / "usr/bin/python3.13").write_bytes(b"amd64 python left behind")
     with pytest.raises(CosError, match="not the file python3.13-minimal installed"):
-        native._check_foreign_tool(root, "/usr/bin/python3.13", {"python3.13-minimal": "3.13.5-2"})
+        native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-2"})
 
 
 def test_tool_of_a_package_never_installed_needs_no_check(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _dpkg_db(root, "dpkg", "1.22", "/usr/bin/dpkg-deb", b"x")
-    native._check_foreign_tool(root, "/usr/bin/systemd-hwdb", {})
+    assert native._owners(root, {"/usr/bin/systemd-hwdb"}) == {}
+    native._check_foreign_tool(root, "/usr/bin/systemd-hwdb", None, {})
 
 
 def test_hooks_run_this_module_with_this_interpreter(tmp_path: Path) -> None:
