@@ -66,9 +66,11 @@ def test_domain_xml_without_iso_validates(tmp_path: Path, arch: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("arch", "machine", "cpu"), [("x86_64", "q35", "qemu64"), ("aarch64", "virt", "cortex-a72")]
+    ("arch", "machine", "cpu", "disabled"),
+    [("x86_64", "q35", "qemu64", ["svm"]), ("aarch64", "virt", "cortex-a72", [])],
 )
-def test_machine_firmware_and_cpu(tmp_path: Path, arch: str, machine: str, cpu: str) -> None:
+def test_machine_firmware_and_cpu(tmp_path: Path, arch: str, machine: str, cpu: str,
+                                  disabled: list[str]) -> None:
     root = ET.fromstring(domain_xml(spec(tmp_path, arch)))
     assert root.get("type") == "qemu"  # TCG
     os_type = root.find("os/type")
@@ -80,6 +82,8 @@ def test_machine_firmware_and_cpu(tmp_path: Path, arch: str, machine: str, cpu: 
     assert loader.text == get_arch(arch).firmware_code[0]
     assert root.findtext("os/nvram") == str(tmp_path / "efivars.fd")
     assert root.findtext("cpu/model") == cpu
+    # no nested virtualization under TCG: the guest would load kvm modules for nothing
+    assert [f.get("name") for f in root.iterfind("cpu/feature[@policy='disable']")] == disabled
     assert root.findtext("devices/emulator") == f"/usr/bin/qemu-system-{arch}"
 
 
