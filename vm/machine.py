@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class Machine:
         self._boot_offset = 0
         self._boot_started = 0.0
         self._prepared = False
+        self.emulator_retries = 0  # first boots repeated after the TCG patching race
         if not self.options.keep:
             self._run.on_exit(id(self), self.cleanup)
 
@@ -240,8 +242,27 @@ class Machine:
                     continue
                 raise VmError(f"starting {self.name} failed: {message}") from None
         self._begin_boot()
-        if wait:
+        if not wait:
+            return
+        try:
             self.wait_for_ssh(timeout, check_health=check_health, fail_fast=fail_fast)
+        except (GuestUnreachable, HealthGateFailed):
+            if not self._hit_emulator_patch_race():
+                raise
+            # A machine's first boot can be repeated exactly: same fresh disks, seed and
+            # firmware variables. Later boots carry state a scenario depends on: never.
+            warnings.warn(f"{self.name}: the guest kernel died in live code patching "
+                          "(QEMU multi-threaded TCG race, see vm/health.py); booting it "
+                          "again from fresh disks", stacklevel=2)
+            self.emulator_retries += 1
+            self.power_cut()
+            self._prepared = False
+            self.prepare()
+            self.start(wait=True, timeout=timeout, check_health=check_health, fail_fast=fail_fast)
+
+    def _hit_emulator_patch_race(self) -> bool:
+        return (self.accel.name == "tcg" and not self.boot_history and self.emulator_retries == 0
+                and bool(health.EMULATOR_PATCH_RACE.search(self.console.read(self._boot_offset))))
 
     def _begin_boot(self, reboot: bool = False) -> None:
         self._close_ssh()

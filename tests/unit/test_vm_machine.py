@@ -100,3 +100,30 @@ def test_vcpus_never_oversubscribe_the_host(monkeypatch):
     assert default_vcpus() == 1
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert default_vcpus() == 2
+
+
+PATCH_RACE_CONSOLE = """[    5.236052] Modules linked in: nfnetlink efivarfs qemu_fw_cfg virtio_rng ip_tables
+[    5.236425] Oops: int3: 0000 [#2] PREEMPT SMP NOPTI
+[    5.236492] RIP: 0010:kfree+0xa0/0x350
+[    5.236664] Kernel panic - not syncing: Fatal exception in interrupt
+"""
+
+
+def test_only_a_first_tcg_boot_killed_by_the_patch_race_is_repeated(tmp_path: Path) -> None:
+    m = Machine("race", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    m.console.path.parent.mkdir(parents=True, exist_ok=True)
+    m.console.path.write_text("[    4.1] Run /init as init process\n")
+    assert not m._hit_emulator_patch_race()  # any other dead boot is the image's fault
+    m.console.path.write_text(PATCH_RACE_CONSOLE)
+    assert m._hit_emulator_patch_race()
+    m.emulator_retries = 1
+    assert not m._hit_emulator_patch_race()  # once only
+    m.emulator_retries = 0
+    m.boot_history.append({"ssh": 20.0})
+    assert not m._hit_emulator_patch_race()  # a later boot carries a scenario's state
+    kvm = Machine("race-kvm", MachineOptions(arch=host_arch()), accel=Accel("kvm", "test"))
+    kvm.console.path.parent.mkdir(parents=True, exist_ok=True)
+    kvm.console.path.write_text(PATCH_RACE_CONSOLE)
+    assert not kvm._hit_emulator_patch_race()  # a real CPU has no such race
+    m.cleanup()
+    kvm.cleanup()
