@@ -37,6 +37,7 @@ from toolkit.runner import run, system_env
 # What to ask apt for -> (package, its executables) to run natively, as glob patterns.
 NATIVE_PACKAGES = {
     "perl-base": ("perl-base", "*"),
+    "perl": ("perl", "-"),  # libraries only: XS modules for images with the full perl
     "python3-minimal": ("python3.*-minimal", "*"),
     "dpkg": ("dpkg", "*/dpkg-deb"),  # never dpkg itself: it knows its architecture
     "tar": ("tar", "*"),
@@ -52,6 +53,7 @@ STAYS_FOREIGN = {"uname", "arch"}
 PROBE_ARGS = {"dash": ["-c", ":"]}  # how to start each and exit 0; default --version
 DIVERTED_SUFFIX = ".cos-foreign"
 MANIFEST = "cos-toolbox.json"
+ENTERED = ".cos-native"  # in the rootfs while the native programs are in place
 ARCHIVES = "var/cache/apt/archives"
 
 
@@ -143,13 +145,20 @@ def _divert(root: Path, path: str, action: str) -> None:
         what=f"dpkg-divert {action} {path}")
 
 
-def enter(root: Path, toolbox: Path) -> None:
-    """mmdebstrap extract hook: before the essential packages are installed."""
+def enter(root: Path, toolbox: Path, stage: str) -> None:
+    """mmdebstrap extract hook (before the essential packages are installed) or, where
+    usrmerge converts the essential set and inspects its binaries with the foreign ldd,
+    the essential hook after it."""
+    if (root / ENTERED).exists():
+        return
+    if stage == "extract" and any((root / ARCHIVES).glob("usrmerge_*.deb")):
+        return
     host_triplet = triplet(host_deb_arch())
     files = _native_files(toolbox, host_triplet)
     clashes = [f for f in files if os.path.lexists(root / f)]
     if clashes:
         raise CosError(f"{root}: already has host-arch files, e.g. /{clashes[0]}; not a foreign rootfs?")
+    (root / ENTERED).write_text(stage + "\n")
     for rel in files:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(toolbox / rel, root / rel, follow_symlinks=False)
@@ -184,6 +193,7 @@ def leave(root: Path, toolbox: Path) -> None:
             folder = str(Path(folder).parent)
     if (root / "lib64").is_symlink() and not (root / "lib64").exists():
         (root / "lib64").unlink()
+    (root / ENTERED).unlink()
 
 
 def _check_foreign_tool(root: Path, path: str, info_name: str | None,
@@ -227,20 +237,27 @@ def _installed_version(root: Path, package: str) -> str | None:
     return None
 
 
-def hooks(toolbox: Path) -> tuple[str, str]:
-    """(extract hook, customize hook) for mmdebstrap."""
+def hooks(toolbox: Path) -> list[str]:
+    """mmdebstrap options: enter at the extract hook or the essential hook, leave at the
+    customize hook."""
     base = f"{shlex.quote(sys.executable)} -m toolkit.native"
-    return (f'{base} enter "$1" {shlex.quote(str(toolbox))}',
-            f'{base} leave "$1" {shlex.quote(str(toolbox))}')
+    box = shlex.quote(str(toolbox))
+    return [f'--extract-hook={base} enter "$1" {box} extract',
+            f'--essential-hook={base} enter "$1" {box} essential',
+            f'--customize-hook={base} leave "$1" {box}']
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("enter", "leave"):
-        print("usage: python -m toolkit.native enter|leave ROOTFS TOOLBOX", file=sys.stderr)
+    usage = "usage: python -m toolkit.native enter ROOTFS TOOLBOX extract|essential | leave ROOTFS TOOLBOX"
+    if not ((argv[:1] == ["enter"] and len(argv) == 4 and argv[3] in ("extract", "essential"))
+            or (argv[:1] == ["leave"] and len(argv) == 3)):
+        print(usage, file=sys.stderr)
         return 2
-    action, root, toolbox = argv
     try:
-        (enter if action == "enter" else leave)(Path(root), Path(toolbox))
+        if argv[0] == "enter":
+            enter(Path(argv[1]), Path(argv[2]), argv[3])
+        else:
+            leave(Path(argv[1]), Path(argv[2]))
     except (CosError, subprocess.CalledProcessError, OSError) as error:
         print(f"cos native tools: {error}", file=sys.stderr)
         return 1

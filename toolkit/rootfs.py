@@ -84,8 +84,7 @@ def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path
         f"--customize-hook={restore_tools_hook()}",
     ] if accelerated else []
     if accelerated and toolbox is not None:
-        enter, leave = native.hooks(toolbox)
-        speedups += [f"--extract-hook={enter}", f"--customize-hook={leave}"]
+        speedups += native.hooks(toolbox)
     # copy: (not file:) puts our .debs into the chroot's archive folder, where dpkg sees them.
     cos_source = f"deb [signed-by={keyring}] copy://{repo_dir} cos main"
     return [

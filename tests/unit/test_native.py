@@ -75,7 +75,8 @@ def test_enter_refuses_a_rootfs_that_already_has_host_files(toolbox: Path, tmp_p
     root = tmp_path / "root"
     _touch(root, "usr/lib/x86_64-linux-gnu/libc.so.6")
     with pytest.raises(CosError, match="already has host-arch files, e.g. /usr/lib/x86_64-linux-gnu/libc.so.6"):
-        native.enter(root, toolbox)
+        native.enter(root, toolbox, "extract")
+    assert not (root / native.ENTERED).exists()
 
 
 def _dpkg_db(root: Path, package: str, version: str, path: str, content: bytes) -> None:
@@ -114,15 +115,27 @@ def test_tool_of_a_package_never_installed_needs_no_check(tmp_path: Path) -> Non
 
 
 def test_hooks_run_this_module_with_this_interpreter(tmp_path: Path) -> None:
-    enter, leave = native.hooks(tmp_path / "box")
-    assert "-m toolkit.native enter \"$1\"" in enter and str(tmp_path / "box") in enter
-    assert "-m toolkit.native leave \"$1\"" in leave
+    extract, essential, customize = native.hooks(tmp_path / "box")
+    assert extract.startswith("--extract-hook=") and extract.endswith(f"enter \"$1\" {tmp_path / 'box'} extract")
+    assert essential.startswith("--essential-hook=") and essential.endswith("essential")
+    assert customize.startswith("--customize-hook=") and "-m toolkit.native leave \"$1\"" in customize
+
+
+def test_enter_waits_for_usrmerge_and_happens_once(toolbox: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _touch(root, "var/cache/apt/archives/usrmerge_37_all.deb")
+    native.enter(root, toolbox, "extract")  # usrmerge checks the essential set with ldd
+    assert not (root / "usr/lib/x86_64-linux-gnu").exists()
+    (root / native.ENTERED).write_text("essential\n")
+    native.enter(root, toolbox, "essential")  # already entered: nothing happens twice
+    assert not (root / "usr/lib/x86_64-linux-gnu").exists()
 
 
 def test_main_reports_errors_without_a_traceback(toolbox: Path, tmp_path: Path, capsys) -> None:
     root = tmp_path / "root"
     _touch(root, "usr/lib64/ld-linux-x86-64.so.2")
-    assert native.main(["enter", str(root), str(toolbox)]) == 1
+    assert native.main(["enter", str(root), str(toolbox), "extract"]) == 1
     assert "already has host-arch files" in capsys.readouterr().err
     assert native.main(["sideways"]) == 2
+    assert native.main(["enter", str(root), str(toolbox)]) == 2  # which hook is missing
 
