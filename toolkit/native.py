@@ -37,7 +37,6 @@ from toolkit.runner import run, system_env
 # What to ask apt for -> (package, its executables) to run natively, as glob patterns.
 NATIVE_PACKAGES = {
     "perl-base": ("perl-base", "*"),
-    "perl": ("perl", "-"),  # libraries only: XS modules for images with the full perl
     "python3-minimal": ("python3.*-minimal", "*"),
     "dpkg": ("dpkg", "*/dpkg-deb"),  # never dpkg itself: it knows its architecture
     "tar": ("tar", "*"),
@@ -48,6 +47,10 @@ NATIVE_PACKAGES = {
     "grep": ("grep", "*"),
     "coreutils": ("coreutils", "*"),
 }
+# What to ask apt for -> packages whose (library) files are laid out only when the image
+# has that package too: otherwise a script finds a module the image lacks and behaves
+# differently (adduser with libperl's I18N::Langinfo, for one).
+OPTIONAL_LIBRARIES = {"perl": "libperl5.*"}
 # They answer "which machine is this?": under qemu-user the image's arch, natively the host's.
 STAYS_FOREIGN = {"uname", "arch"}
 PROBE_ARGS = {"dash": ["-c", ":"]}  # how to start each and exit 0; default --version
@@ -73,13 +76,13 @@ def build_toolbox(suite: str, deb_arch: str, apt_cache: Path, target: Path, mirr
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     run(["mmdebstrap", "--mode=root", "--variant=extract", f"--arch={deb_arch}",
-         f"--include={','.join(NATIVE_PACKAGES)}", "--skip=cleanup/apt/cache",
+         f"--include={','.join([*NATIVE_PACKAGES, *OPTIONAL_LIBRARIES])}", "--skip=cleanup/apt/cache",
          f"--setup-hook=mkdir -p \"$1\"/{ARCHIVES}",
          f"--setup-hook=sync-in {shlex.quote(str(apt_cache))} /{ARCHIVES}",
          f"--customize-hook=sync-out /{ARCHIVES} {shlex.quote(str(apt_cache))}",
          suite, str(target), *mirror],
         what=f"mmdebstrap toolbox {suite}/{deb_arch}", log=log, env=system_env())
-    versions, executables = {}, {}
+    versions, executables, optional = {}, {}, {}
     for deb in sorted((target / ARCHIVES).glob("*.deb")):
         fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version"],
                                 capture_output=True, text=True, check=True).stdout.splitlines()
@@ -89,10 +92,27 @@ def build_toolbox(suite: str, deb_arch: str, apt_cache: Path, target: Path, mirr
             if fnmatch.fnmatch(package, package_glob):
                 executables[package] = [path for path in _elf_executables(deb, target)
                                         if fnmatch.fnmatch(path, file_glob)]
+        if any(fnmatch.fnmatch(package, g) for g in OPTIONAL_LIBRARIES.values()):
+            optional[package] = _members(deb)
     shutil.rmtree(target / ARCHIVES)
-    (target / MANIFEST).write_text(json.dumps({"versions": versions, "executables": executables},
-                                              indent=1, sort_keys=True))
+    (target / MANIFEST).write_text(json.dumps(
+        {"versions": versions, "executables": executables, "optional": optional},
+        indent=1, sort_keys=True))
     return target
+
+
+def _members(deb: Path) -> list[str]:
+    """Relative paths of the files and links a package ships."""
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc, \
+            tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+        return [os.path.normpath(m.name) for m in archive if not m.isdir()]
+
+
+def _has_package(root: Path, package: str) -> bool:
+    """Installed, unpacked or about to be (its .deb downloaded) in the foreign rootfs."""
+    info = root / "var/lib/dpkg/info"
+    return (any(info.glob(f"{package}.list")) or any(info.glob(f"{package}:*.list"))
+            or any((root / ARCHIVES).glob(f"{package}_*.deb")))
 
 
 def _elf_executables(deb: Path, toolbox: Path) -> list[str]:
@@ -154,7 +174,9 @@ def enter(root: Path, toolbox: Path, stage: str) -> None:
     if stage == "extract" and any((root / ARCHIVES).glob("usrmerge_*.deb")):
         return
     host_triplet = triplet(host_deb_arch())
-    files = _native_files(toolbox, host_triplet)
+    absent = {rel for package, members in _manifest(toolbox).get("optional", {}).items()
+              if not _has_package(root, package) for rel in members}
+    files = [rel for rel in _native_files(toolbox, host_triplet) if rel not in absent]
     clashes = [f for f in files if os.path.lexists(root / f)]
     if clashes:
         raise CosError(f"{root}: already has host-arch files, e.g. /{clashes[0]}; not a foreign rootfs?")
@@ -185,7 +207,7 @@ def leave(root: Path, toolbox: Path) -> None:
         _check_foreign_tool(root, path, owners.get(path), manifest["versions"])
     files = _native_files(toolbox, triplet(host_deb_arch()))
     for rel in files:
-        (root / rel).unlink()
+        (root / rel).unlink(missing_ok=True)  # an optional library may have stayed out
     for folder in sorted({str(Path(rel).parent) for rel in files}, key=len, reverse=True):
         while folder not in (".", "usr", "usr/lib") and (root / folder).is_dir() \
                 and not any((root / folder).iterdir()):

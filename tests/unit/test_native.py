@@ -1,5 +1,6 @@
 """Host-arch tools for foreign builds: what goes into the rootfs, and the checks after."""
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,6 +33,7 @@ def toolbox(tmp_path: Path) -> Path:
     (box / "usr/lib64").mkdir()
     (box / "usr/lib64/ld-linux-x86-64.so.2").symlink_to("../lib/x86_64-linux-gnu/libc.so.6")
     (box / "usr/bin/python3").symlink_to("python3.13")
+    (box / native.MANIFEST).write_text(json.dumps({"versions": {}, "executables": {}, "optional": {}}))
     return box
 
 
@@ -139,3 +141,25 @@ def test_main_reports_errors_without_a_traceback(toolbox: Path, tmp_path: Path, 
     assert native.main(["sideways"]) == 2
     assert native.main(["enter", str(root), str(toolbox)]) == 2  # which hook is missing
 
+
+
+@pytest.mark.parametrize("image_has_libperl", [False, True])
+def test_optional_libraries_only_where_the_image_has_them(toolbox: Path, tmp_path: Path,
+                                                          image_has_libperl: bool) -> None:
+    langinfo = "usr/lib/x86_64-linux-gnu/perl/5.40/I18N/Langinfo.pm"
+    _touch(toolbox, langinfo)
+    (toolbox / native.MANIFEST).write_text(json.dumps(
+        {"versions": {}, "executables": {}, "optional": {"libperl5.40": [langinfo]}}))
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg/info").mkdir(parents=True)
+    if image_has_libperl:
+        _touch(root, "var/lib/dpkg/info/libperl5.40:arm64.list")
+    native.enter(root, toolbox, "extract")
+    assert (root / "usr/lib/x86_64-linux-gnu/libc.so.6").exists()
+    # without libperl in the image, adduser must not find I18N::Langinfo natively either
+    assert (root / langinfo).exists() == image_has_libperl
+    assert (root / "lib64").is_symlink()
+    native.leave(root, toolbox)
+    assert not (root / "usr/lib/x86_64-linux-gnu").exists()
+    assert not (root / "lib64").exists() and not (root / "usr/lib64").exists()
+    assert not (root / native.ENTERED).exists()
