@@ -10,6 +10,7 @@ from toolkit.errors import CosError
 class Arch:
     name: str  # the project's name: x86_64, aarch64
     deb: str  # Debian's: amd64, arm64
+    triplet: str  # Debian's multiarch library folder: x86_64-linux-gnu
     oci: str  # OCI platform architecture
     qemu_system: str  # qemu-system-<this>
     grub_platform: str  # grub-mkimage -O
@@ -24,6 +25,7 @@ ARCHES: dict[str, Arch] = {
     "x86_64": Arch(
         name="x86_64",
         deb="amd64",
+        triplet="x86_64-linux-gnu",
         oci="amd64",
         qemu_system="x86_64",
         grub_platform="x86_64-efi",
@@ -36,6 +38,7 @@ ARCHES: dict[str, Arch] = {
     "aarch64": Arch(
         name="aarch64",
         deb="arm64",
+        triplet="aarch64-linux-gnu",
         oci="arm64",
         qemu_system="aarch64",
         grub_platform="arm64-efi",

@@ -7,7 +7,9 @@ succeeded, then records its key. A failed stage leaves no output that looks fini
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,8 +68,24 @@ class StageResult:
     seconds: float
 
 
+def mounts_below(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    """Mount points at or under `path`, deepest first."""
+    root = os.path.realpath(path)
+    points = []
+    for line in mountinfo.read_text().splitlines():
+        # the fifth field is the mount point, with blanks written as octal escapes
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        if point == root or point.startswith(root + "/"):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
+        # a build killed mid-way (SIGKILL, power loss) leaves mmdebstrap's proc, sys and
+        # dev mounts in its tree; removing through them would fail or reach shared files
+        for point in mounts_below(path):
+            subprocess.run(["umount", "--lazy", point], check=True)
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()

@@ -31,6 +31,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from toolkit.arch import get_arch, host_arch
 from toolkit.errors import CosError
 from toolkit.runner import run, system_env
 
@@ -58,15 +59,6 @@ DIVERTED_SUFFIX = ".cos-foreign"
 MANIFEST = "cos-toolbox.json"
 ENTERED = ".cos-native"  # in the rootfs while the native programs are in place
 ARCHIVES = "var/cache/apt/archives"
-
-
-def triplet(deb_arch: str) -> str:
-    return {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[deb_arch]
-
-
-def host_deb_arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 def build_toolbox(suite: str, deb_arch: str, apt_cache: Path, target: Path, mirror: list[str],
@@ -101,11 +93,16 @@ def build_toolbox(suite: str, deb_arch: str, apt_cache: Path, target: Path, mirr
     return target
 
 
-def _members(deb: Path) -> list[str]:
-    """Relative paths of the files and links a package ships."""
+def _archive(deb: Path):
+    """The package's data archive, member by member, without unpacking it."""
     with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc, \
             tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-        return [os.path.normpath(m.name) for m in archive if not m.isdir()]
+        yield from archive
+
+
+def _members(deb: Path) -> list[str]:
+    """Relative paths of the files and links a package ships."""
+    return [os.path.normpath(m.name) for m in _archive(deb) if not m.isdir()]
 
 
 def _has_package(root: Path, package: str) -> bool:
@@ -118,16 +115,14 @@ def _has_package(root: Path, package: str) -> bool:
 def _elf_executables(deb: Path, toolbox: Path) -> list[str]:
     """Regular ELF executables the package ships in a bin folder (symlinks follow them)."""
     found = []
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc, \
-            tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-        for member in archive:
-            path = "/" + os.path.normpath(member.name)
-            folder, name = os.path.split(path)
-            if member.isreg() and member.mode & 0o111 and name not in STAYS_FOREIGN \
-                    and folder in ("/usr/bin", "/usr/sbin", "/bin", "/sbin"):
-                with open(toolbox / path.lstrip("/"), "rb") as file:
-                    if file.read(4) == b"\x7fELF":
-                        found.append(path)
+    for member in _archive(deb):
+        path = "/" + os.path.normpath(member.name)
+        folder, name = os.path.split(path)
+        if member.isreg() and member.mode & 0o111 and name not in STAYS_FOREIGN \
+                and folder in ("/usr/bin", "/usr/sbin", "/bin", "/sbin"):
+            with open(toolbox / path.lstrip("/"), "rb") as file:
+                if file.read(4) == b"\x7fELF":
+                    found.append(path)
     return found
 
 
@@ -173,10 +168,10 @@ def enter(root: Path, toolbox: Path, stage: str) -> None:
         return
     if stage == "extract" and any((root / ARCHIVES).glob("usrmerge_*.deb")):
         return
-    host_triplet = triplet(host_deb_arch())
-    absent = {rel for package, members in _manifest(toolbox).get("optional", {}).items()
+    manifest = _manifest(toolbox)
+    absent = {rel for package, members in manifest["optional"].items()
               if not _has_package(root, package) for rel in members}
-    files = [rel for rel in _native_files(toolbox, host_triplet) if rel not in absent]
+    files = [rel for rel in _native_files(toolbox, get_arch(host_arch()).triplet) if rel not in absent]
     clashes = [f for f in files if os.path.lexists(root / f)]
     if clashes:
         raise CosError(f"{root}: already has host-arch files, e.g. /{clashes[0]}; not a foreign rootfs?")
@@ -186,7 +181,7 @@ def enter(root: Path, toolbox: Path, stage: str) -> None:
         shutil.copy2(toolbox / rel, root / rel, follow_symlinks=False)
     if (toolbox / "usr/lib64").is_dir() and not os.path.lexists(root / "lib64"):
         (root / "lib64").symlink_to("usr/lib64")  # where the host's ELF interpreter is looked up
-    for paths in _manifest(toolbox)["executables"].values():
+    for paths in manifest["executables"].values():
         for path in paths:
             _divert(root, path, "--add")
             shutil.copy2(toolbox / path.lstrip("/"), root / path.lstrip("/"))
@@ -203,9 +198,10 @@ def leave(root: Path, toolbox: Path) -> None:
         (root / path.lstrip("/")).unlink()
         _divert(root, path, "--remove")
     owners = _owners(root, set(executables))
+    installed = _installed_versions(root)
     for path in executables:
-        _check_foreign_tool(root, path, owners.get(path), manifest["versions"])
-    files = _native_files(toolbox, triplet(host_deb_arch()))
+        _check_foreign_tool(root, path, owners.get(path), manifest["versions"], installed)
+    files = _native_files(toolbox, get_arch(host_arch()).triplet)
     for rel in files:
         (root / rel).unlink(missing_ok=True)  # an optional library may have stayed out
     for folder in sorted({str(Path(rel).parent) for rel in files}, key=len, reverse=True):
@@ -219,13 +215,13 @@ def leave(root: Path, toolbox: Path) -> None:
 
 
 def _check_foreign_tool(root: Path, path: str, info_name: str | None,
-                        versions: dict[str, str]) -> None:
+                        versions: dict[str, str], installed: dict[str, str]) -> None:
     """The restored executable is the one dpkg installed, and its native stand-in came from
     the same source version (binNMU suffixes may differ between architectures)."""
     if info_name is None:
         return  # its package was never installed: nothing was done in its name
     owner = info_name.split(":")[0]
-    status = _installed_version(root, owner)
+    status = installed.get(owner)
     if _source_version(versions.get(owner)) != _source_version(status):
         raise CosError(f"{root}: {owner} is {status} but the host-arch toolbox had "
                        f"{versions.get(owner)}; the mirror changed during the build, build again")
@@ -251,12 +247,14 @@ def _owners(root: Path, paths: set[str]) -> dict[str, str]:
     return owners
 
 
-def _installed_version(root: Path, package: str) -> str | None:
+def _installed_versions(root: Path) -> dict[str, str]:
+    """Package -> version of what dpkg's status database calls installed."""
+    versions = {}
     for stanza in (root / "var/lib/dpkg/status").read_text().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
-        if fields.get("Package") == package and fields.get("Status", "").endswith(" installed"):
-            return fields.get("Version")
-    return None
+        if fields.get("Status", "").endswith(" installed"):
+            versions[fields["Package"]] = fields.get("Version")
+    return versions
 
 
 def hooks(toolbox: Path) -> list[str]:

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from toolkit import native, paths
-from toolkit.arch import ARCHES, Arch
+from toolkit.arch import Arch, get_arch, host_arch
 from toolkit.errors import CosError
 from toolkit.flavors import Flavor
 from toolkit.runner import run, system_env
@@ -179,11 +179,10 @@ def apt_cache_for(flavor: Flavor, arch: Arch) -> Path:
 def build_rootfs(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
                  log=print) -> None:
     toolbox = None
-    host_deb = native.host_deb_arch()
-    if arch.deb != host_deb:
-        host = next(a for a in ARCHES.values() if a.deb == host_deb)
-        toolbox = native.build_toolbox(flavor.suite, host_deb, apt_cache_for(flavor, host),
-                                       paths.build_dir() / "toolbox" / f"{flavor.suite}-{host_deb}",
+    host = get_arch(host_arch())
+    if arch != host:
+        toolbox = native.build_toolbox(flavor.suite, host.deb, apt_cache_for(flavor, host),
+                                       paths.build_dir() / "toolbox" / f"{flavor.suite}-{host.deb}",
                                        mirror(), log=log)
     command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache_for(flavor, arch),
                                  toolbox=toolbox)

@@ -256,8 +256,7 @@ class Machine:
                           "again from fresh disks", stacklevel=2)
             self.emulator_retries += 1
             self.power_cut()
-            self._prepared = False
-            self.prepare()
+            self._prepared = False  # start() makes the files anew
             self.start(wait=True, timeout=timeout, check_health=check_health, fail_fast=fail_fast)
 
     def _hit_emulator_patch_race(self) -> bool:

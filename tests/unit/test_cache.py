@@ -1,8 +1,11 @@
 """Stage cache: a no-op rebuild does nothing; a failed stage leaves nothing that looks built."""
 
+import os
+import subprocess
+
 import pytest
 
-from toolkit.cache import StageCache, inputs_key
+from toolkit.cache import StageCache, inputs_key, mounts_below
 
 
 def writer(calls):
@@ -62,3 +65,30 @@ def test_key_follows_tree_content_and_modes(tmp_path):
     assert second != first
     (tree / "d/g").symlink_to("f")
     assert inputs_key({"t": tree}) != second
+
+
+def test_mounts_below_reads_mountinfo_deepest_first(tmp_path):
+    root = tmp_path / "a b"
+    info = tmp_path / "mountinfo"
+    escaped = str(root).replace(" ", "\\040")
+    info.write_text(
+        f"21 1 0:5 / / rw - ext4 /dev/sda1 rw\n"
+        f"30 21 0:6 / {escaped}/proc rw - proc proc ro\n"
+        f"31 21 0:7 / {escaped}/dev/pts rw - devpts none rw\n"
+        f"32 21 0:8 / {escaped}-other rw - tmpfs tmpfs rw\n")
+    assert mounts_below(root, info) == [f"{root}/dev/pts", f"{root}/proc"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_stale_mounts_of_a_killed_build_are_undone_before_rebuilding(tmp_path):
+    cache, out = StageCache(tmp_path), tmp_path / "rootfs"
+    stale = tmp_path / ".rootfs.partial"
+    (stale / "dev/shm").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", stale / "dev/shm"], check=True)
+    (stale / "dev/shm/kept").write_text("x")
+
+    def build(outputs):
+        outputs[out].mkdir()
+
+    assert cache.run("rootfs", {}, [out], build).status == "built"
+    assert mounts_below(tmp_path) == [] and out.is_dir() and not stale.exists()

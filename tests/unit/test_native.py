@@ -100,20 +100,22 @@ def test_restored_tool_is_checked_against_dpkg(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _dpkg_db(root, "python3.13-minimal", "3.13.5-2", "/usr/bin/python3.13", b"arm64 python")
     owner = native._owners(root, {"/usr/bin/python3.13"})["/usr/bin/python3.13"]
+    installed = native._installed_versions(root)
+    assert installed == {"other": "1", "python3.13-minimal": "3.13.5-2"}
     assert owner == "python3.13-minimal:arm64"
-    native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-2+b1"})
+    native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-2+b1"}, installed)
     with pytest.raises(CosError, match="python3.13-minimal is 3.13.5-2 but the host-arch toolbox had 3.13.5-3"):
-        native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-3"})
+        native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-3"}, installed)
     (root / "usr/bin/python3.13").write_bytes(b"amd64 python left behind")
     with pytest.raises(CosError, match="not the file python3.13-minimal installed"):
-        native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-2"})
+        native._check_foreign_tool(root, "/usr/bin/python3.13", owner, {"python3.13-minimal": "3.13.5-2"}, installed)
 
 
 def test_tool_of_a_package_never_installed_needs_no_check(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _dpkg_db(root, "dpkg", "1.22", "/usr/bin/dpkg-deb", b"x")
     assert native._owners(root, {"/usr/bin/systemd-hwdb"}) == {}
-    native._check_foreign_tool(root, "/usr/bin/systemd-hwdb", None, {})
+    native._check_foreign_tool(root, "/usr/bin/systemd-hwdb", None, {}, {})
 
 
 def test_hooks_run_this_module_with_this_interpreter(tmp_path: Path) -> None:
@@ -152,6 +154,7 @@ def test_optional_libraries_only_where_the_image_has_them(toolbox: Path, tmp_pat
         {"versions": {}, "executables": {}, "optional": {"libperl5.40": [langinfo]}}))
     root = tmp_path / "root"
     (root / "var/lib/dpkg/info").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text("")
     if image_has_libperl:
         _touch(root, "var/lib/dpkg/info/libperl5.40:arm64.list")
     native.enter(root, toolbox, "extract")
