@@ -58,6 +58,15 @@ def test_no_password_logins(shared_machine):
     assert m.succeed("ls /etc/ssh").split().count("ssh_host_ed25519_key") == 0  # none baked in
 
 
+def test_boot_and_logins_do_no_needless_work(shared_machine):
+    m = shared_machine
+    assert m.succeed("systemctl get-default").strip() == "multi-user.target"
+    # pam_motd would have written this running /etc/update-motd.d at our SSH login
+    assert m.execute("test -e /run/motd.dynamic")[0] != 0
+    # GRUB's embedded config once printed one of these for each comment line
+    assert "Unknown command" not in m.console_path.read_text(errors="replace")
+
+
 def test_persistence_across_reboot(machine_factory):
     m = machine_factory(disk_size="4G")
     host_key = m.succeed("cat /var/lib/cos/ssh/ssh_host_ed25519_key.pub")

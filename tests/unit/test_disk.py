@@ -11,7 +11,7 @@ import pytest
 from toolkit import paths
 from toolkit.arch import get_arch
 from toolkit.disk import build_disk, make_slot_image
-from toolkit.grub import grub_modules
+from toolkit.grub import embedded_config, grub_modules
 from toolkit.initramfs import Cpio, build_initramfs
 
 GRUB_PACKAGE = paths.PACKAGES_DIR / "cos-grub"
@@ -88,6 +88,14 @@ def test_state_holds_both_slots_as_one_copy(disk, tmp_path):
 def test_grub_cfg_is_valid_script():
     subprocess.run(["grub-script-check", str(GRUB_PACKAGE / "grub.cfg")], check=True)
     subprocess.run(["grub-script-check", str(GRUB_PACKAGE / "early.cfg")], check=True)
+
+
+def test_embedded_early_configs_carry_no_comments():
+    # GRUB runs them before its normal parser: each comment line printed an error on boot
+    for name in ("early.cfg", "iso-early.cfg"):
+        text = embedded_config((GRUB_PACKAGE / name).read_text())
+        assert "search --no-floppy" in text and "configfile $prefix/grub.cfg" in text
+        assert not [line for line in text.splitlines() if line.lstrip().startswith("#")]
 
 
 def test_grub_cfg_has_the_three_entries_and_assessment():

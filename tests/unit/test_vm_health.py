@@ -9,15 +9,17 @@ CONSOLE = """\
 [  OK  ] Started ssh.service - OpenBSD Secure Shell server.
 [    9.0] Oops: general protection fault, probably for non-canonical address
 You are in emergency mode. After logging in, type "journalctl -xb" to view
+[    4.0] systemd[1]: ssh.service: Found ordering cycle on network-online.target/start
 """
 
 
 def test_console_problems() -> None:
     problems = console_problems(CONSOLE)
-    assert len(problems) == 3
+    assert len(problems) == 4
     assert problems[0].startswith("[    3.0] myprog[123]: segfault")
     assert "Oops" in problems[1]
     assert problems[2].startswith("You are in emergency mode")
+    assert "Found ordering cycle on network-online.target" in problems[3]
     assert console_problems("[  OK  ] Reached target multi-user.target\npanic=5 in cmdline\n") == []
 
 
