@@ -19,6 +19,10 @@ BOOT_DEAD_ENDS = re.compile(
 )
 
 
+# The kernel's last words before a reset: a reboot, a panic's countdown, SysRq-b.
+GUEST_RESET = re.compile(r"reboot: Restarting system|Rebooting in \d+ seconds|sysrq: Resetting")
+
+
 # An int3 trap in kernel text that nobody set but the kernel's own live patcher
 # (text_poke_bp, used for static keys and module loading). Under QEMU's multi-threaded TCG
 # (7.2 here) a vCPU can still run a stale translation of the patched code after the

@@ -103,6 +103,7 @@ class Machine:
         self._host_client: paramiko.SSHClient | None = None
         self._timer: BootTimer | None = None
         self._boot_offset = 0
+        self._instance_offset = 0  # console offset where the current QEMU process began
         self._boot_started = 0.0
         self._prepared = False
         self.emulator_retries = 0  # first boots repeated after the TCG patching race
@@ -192,7 +193,7 @@ class Machine:
             owner=self._run.owner(self.options.keep), workdir=self.workdir,
             disks=self._disks(), registry_port=self.options.registry_port,
             memory_mib=self.options.memory_mib, vcpus=self.options.vcpus,
-            cpu_model=self.options.cpu_model,
+            cpu_model=self.options.cpu_model, cold_reboots=self._cold_reboots,
         )  # fmt: skip
 
     def _write_ssh_config(self) -> None:
@@ -221,9 +222,6 @@ class Machine:
                 raise VmError(f"cannot start {self.name} with a registry forward: {problem}")
         self.prepare()
         conn = connect(self.uri)
-        # A transient domain that dies with our libvirt connection: a crashed or killed
-        # run leaves no domain behind. Kept machines must outlive us.
-        flags = 0 if self.options.keep else libvirt.VIR_DOMAIN_START_AUTODESTROY
         for attempt in range(3):
             if self._port is None:
                 self._port = allocate_port()
@@ -231,7 +229,7 @@ class Machine:
             self._xml = domain_xml(self._spec())
             (self.workdir / "domain.xml").write_text(self._xml)
             try:
-                self._domain = conn.createXML(self._xml, flags)
+                self._create_domain(conn)
                 break
             except libvirt.libvirtError as exc:
                 message = exc.get_error_message() or str(exc)
@@ -259,6 +257,31 @@ class Machine:
             self._prepared = False  # start() makes the files anew
             self.start(wait=True, timeout=timeout, check_health=check_health, fail_fast=fail_fast)
 
+    def _create_domain(self, conn: libvirt.virConnect) -> None:
+        # A transient domain that dies with our libvirt connection: a crashed or killed
+        # run leaves no domain behind. Kept machines must outlive us.
+        flags = 0 if self.options.keep else libvirt.VIR_DOMAIN_START_AUTODESTROY
+        self._instance_offset = self.console.size()
+        self._domain = conn.createXML(self._xml, flags)
+
+    def _start_again_after_guest_reset(self) -> bool:
+        """A guest reset ended QEMU (cold reboots, see vm/domain.py): start the same
+        domain again, with the same disks, seed and firmware variables."""
+        if self._xml is None or not self._cold_reboots:
+            return False
+        if not health.GUEST_RESET.search(self.console.read(self._instance_offset)):
+            return False  # powered off, or stopped by someone else
+        try:
+            self._create_domain(connect(self.uri))
+        except libvirt.libvirtError as exc:
+            raise VmError(f"starting {self.name} again after the guest reset itself failed: "
+                          f"{exc.get_error_message() or exc}") from None
+        return True
+
+    @property
+    def _cold_reboots(self) -> bool:
+        return not self.options.keep  # only a live owner can start a kept machine again
+
     def _hit_emulator_patch_race(self) -> bool:
         return (self.accel.name == "tcg" and not self.boot_history and self.emulator_retries == 0
                 and bool(health.EMULATOR_PATCH_RACE.search(self.console.read(self._boot_offset))))
@@ -281,12 +304,15 @@ class Machine:
         self.boot_history.append(timings)
 
     def is_running(self) -> bool:
+        """Whether the machine runs; a guest that reset itself is started again here."""
         if self._domain is None:
             return False
         try:
-            return bool(self._domain.isActive())
+            if self._domain.isActive():
+                return True
         except libvirt.libvirtError:
-            return False  # a transient domain that stopped is gone
+            pass  # a transient domain that stopped is gone
+        return self._start_again_after_guest_reset()
 
     def wait_for_ssh(
         self,

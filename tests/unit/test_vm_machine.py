@@ -127,3 +127,53 @@ def test_only_a_first_tcg_boot_killed_by_the_patch_race_is_repeated(tmp_path: Pa
     assert not kvm._hit_emulator_patch_race()  # a real CPU has no such race
     m.cleanup()
     kvm.cleanup()
+
+
+class FakeDomain:
+    def __init__(self, active: bool):
+        self.active = active
+
+    def isActive(self) -> bool:
+        return self.active
+
+    def destroy(self) -> None:
+        self.active = False
+
+
+def test_a_guest_reset_starts_the_same_domain_again(tmp_path: Path, monkeypatch) -> None:
+    created: list[str] = []
+
+    class FakeConnection:
+        def createXML(self, xml: str, flags: int) -> FakeDomain:
+            created.append(xml)
+            return FakeDomain(True)
+
+    monkeypatch.setattr("vm.machine.connect", lambda uri=None: FakeConnection())
+    m = Machine("cold", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    m.console.path.parent.mkdir(parents=True, exist_ok=True)
+    m.console.path.write_text("[   30.1] reboot: Power down\n")
+    m._xml, m._domain = "<domain/>", FakeDomain(False)
+    assert not m.is_running() and created == []  # a power-off stays off
+    with m.console.path.open("a") as console:
+        console.write("BdsDxe: loading Boot0001\n[   40.2] reboot: Restarting system\n")
+    m._instance_offset = len("[   30.1] reboot: Power down\n")
+    assert m.is_running() and created == ["<domain/>"]  # a fresh QEMU, same domain
+    m._domain = FakeDomain(False)
+    with m.console.path.open("a") as console:
+        console.write("BdsDxe: loading Boot0001\n[    9.0] reboot: Power down\n")
+    assert not m.is_running() and len(created) == 1  # the new process powered off
+    assert 'on_reboot>destroy<' in domain_xml(_spec_with_port(m))
+
+    kept = Machine("kept", MachineOptions(arch=host_arch(), keep=True), accel=Accel("tcg", "t"))
+    kept.console.path.parent.mkdir(parents=True, exist_ok=True)
+    kept.console.path.write_text("[   40.2] reboot: Restarting system\n")
+    kept._xml, kept._domain = "<domain/>", FakeDomain(False)
+    assert not kept.is_running() and len(created) == 1  # libvirt itself resets kept ones
+    assert 'on_reboot>restart<' in domain_xml(_spec_with_port(kept))
+    for machine in (m, kept):
+        machine.cleanup()
+
+
+def _spec_with_port(m: Machine):
+    m._port = allocate_port()
+    return m._spec()
