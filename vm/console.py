@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vm.errors import VmError
+from vm.health import FIRMWARE_BOOT_MANAGER
 
 POLL_SECONDS = 0.2
 # Terminal control sequences (GRUB and the UEFI shell draw with them).
@@ -18,7 +19,7 @@ _ANSI = re.compile(r"\x1b(\[[0-9;?=]*[A-Za-z]|[()][A-Za-z0-9]|[=>78cDEHMZ])")
 # phases are searched after the last early phase found; on a reboot (`gated`) only once
 # one was found, because the old system's shutdown also prints "Reached target".
 EARLY_MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("firmware", re.compile(r"BdsDxe")),  # UEFI boot manager: firmware init done
+    ("firmware", FIRMWARE_BOOT_MANAGER),
     ("grub", re.compile(r"GNU GRUB|Welcome to GRUB|grub>|cOS: booting")),
     ("kernel", re.compile(r"Linux version \d")),
 )

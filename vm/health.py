@@ -19,6 +19,9 @@ BOOT_DEAD_ENDS = re.compile(
 )
 
 
+# UEFI's boot manager (OVMF and AAVMF): the firmware has done its work.
+FIRMWARE_BOOT_MANAGER = re.compile(r"BdsDxe")
+
 # The kernel's last words before a reset: a reboot, a panic's countdown, SysRq-b.
 GUEST_RESET = re.compile(r"reboot: Restarting system|Rebooting in \d+ seconds|sysrq: Resetting")
 

@@ -3,6 +3,7 @@ timeouts scaled by the acceleration."""
 
 import shutil
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from toolkit.arch import host_arch
 from vm.accel import Accel
 from vm.domain import domain_xml
 from vm.errors import GuestUnreachable, ImageNotBuilt
-from vm.machine import Machine, MachineOptions
+from vm.machine import FIRMWARE_TIMEOUT, Machine, MachineOptions
 from vm.ports import allocate_port
 
 
@@ -177,3 +178,32 @@ def test_a_guest_reset_starts_the_same_domain_again(tmp_path: Path, monkeypatch)
 def _spec_with_port(m: Machine):
     m._port = allocate_port()
     return m._spec()
+
+
+def test_a_firmware_that_prints_nothing_is_power_cycled_once(tmp_path: Path, monkeypatch) -> None:
+    created: list[str] = []
+
+    class FakeConnection:
+        def createXML(self, xml: str, flags: int) -> FakeDomain:
+            created.append(xml)
+            return FakeDomain(True)
+
+    monkeypatch.setattr("vm.machine.connect", lambda uri=None: FakeConnection())
+    m = Machine("stall", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    m.console.path.parent.mkdir(parents=True, exist_ok=True)
+    m.console.path.write_text("")
+    m._xml, m._domain = "<domain/>", FakeDomain(True)
+    m._instance_started = time.monotonic()
+    assert m._boot_failure(fail_fast=True) == []  # still within its time
+    m._instance_started -= m.scaled(FIRMWARE_TIMEOUT) + 1
+    with pytest.warns(UserWarning, match="printed nothing"):
+        assert m._boot_failure(fail_fast=True) == []
+    assert created == ["<domain/>"] and m.firmware_restarts == 1
+    m.console.path.write_text("BdsDxe: loading Boot0001\n")
+    m._instance_started -= m.scaled(FIRMWARE_TIMEOUT) + 1
+    assert m._boot_failure(fail_fast=True) == []  # it spoke: nothing to do
+    m.console.path.write_text("")
+    m._instance_offset = 0
+    assert "printed nothing" in m._boot_failure(fail_fast=True)[0]  # a second stall fails
+    assert len(created) == 1
+    m.cleanup()
