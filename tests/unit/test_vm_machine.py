@@ -141,7 +141,9 @@ class FakeDomain:
         self.active = False
 
 
-def test_a_guest_reset_starts_the_same_domain_again(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def created_domains(monkeypatch) -> list[str]:
+    """The XML of every domain the harness creates, through a fake libvirt connection."""
     created: list[str] = []
 
     class FakeConnection:
@@ -150,27 +152,33 @@ def test_a_guest_reset_starts_the_same_domain_again(tmp_path: Path, monkeypatch)
             return FakeDomain(True)
 
     monkeypatch.setattr("vm.machine.connect", lambda uri=None: FakeConnection())
-    m = Machine("cold", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    return created
+
+
+def machine_with_console(name: str, console: str, running: bool, keep: bool = False) -> Machine:
+    m = Machine(name, MachineOptions(arch=host_arch(), keep=keep), accel=Accel("tcg", "test"))
     m.console.path.parent.mkdir(parents=True, exist_ok=True)
-    m.console.path.write_text("[   30.1] reboot: Power down\n")
-    m._xml, m._domain = "<domain/>", FakeDomain(False)
-    assert not m.is_running() and created == []  # a power-off stays off
+    m.console.path.write_text(console)
+    m._xml, m._domain = "<domain/>", FakeDomain(running)
+    return m
+
+
+def test_a_guest_reset_starts_the_same_domain_again(created_domains: list[str]) -> None:
+    m = machine_with_console("cold", "[   30.1] reboot: Power down\n", running=False)
+    assert not m.is_running() and created_domains == []  # a power-off stays off
     with m.console.path.open("a") as console:
         console.write("BdsDxe: loading Boot0001\n[   40.2] reboot: Restarting system\n")
     m._instance_offset = len("[   30.1] reboot: Power down\n")
-    assert m.is_running() and created == ["<domain/>"]  # a fresh QEMU, same domain
+    assert m.is_running() and created_domains == ["<domain/>"]  # a fresh QEMU, same domain
     m._domain = FakeDomain(False)
     with m.console.path.open("a") as console:
         console.write("BdsDxe: loading Boot0001\n[    9.0] reboot: Power down\n")
-    assert not m.is_running() and len(created) == 1  # the new process powered off
-    assert 'on_reboot>destroy<' in domain_xml(_spec_with_port(m))
+    assert not m.is_running() and len(created_domains) == 1  # the new process powered off
+    assert "on_reboot>destroy<" in domain_xml(_spec_with_port(m))
 
-    kept = Machine("kept", MachineOptions(arch=host_arch(), keep=True), accel=Accel("tcg", "t"))
-    kept.console.path.parent.mkdir(parents=True, exist_ok=True)
-    kept.console.path.write_text("[   40.2] reboot: Restarting system\n")
-    kept._xml, kept._domain = "<domain/>", FakeDomain(False)
-    assert not kept.is_running() and len(created) == 1  # libvirt itself resets kept ones
-    assert 'on_reboot>restart<' in domain_xml(_spec_with_port(kept))
+    kept = machine_with_console("kept", "[ 40.2] reboot: Restarting system\n", False, keep=True)
+    assert not kept.is_running() and len(created_domains) == 1  # libvirt resets kept ones
+    assert "on_reboot>restart<" in domain_xml(_spec_with_port(kept))
     for machine in (m, kept):
         machine.cleanup()
 
@@ -180,30 +188,19 @@ def _spec_with_port(m: Machine):
     return m._spec()
 
 
-def test_a_firmware_that_prints_nothing_is_power_cycled_once(tmp_path: Path, monkeypatch) -> None:
-    created: list[str] = []
-
-    class FakeConnection:
-        def createXML(self, xml: str, flags: int) -> FakeDomain:
-            created.append(xml)
-            return FakeDomain(True)
-
-    monkeypatch.setattr("vm.machine.connect", lambda uri=None: FakeConnection())
-    m = Machine("stall", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
-    m.console.path.parent.mkdir(parents=True, exist_ok=True)
-    m.console.path.write_text("")
-    m._xml, m._domain = "<domain/>", FakeDomain(True)
+def test_a_firmware_that_prints_nothing_is_power_cycled_once(created_domains: list[str]) -> None:
+    m = machine_with_console("stall", "", running=True)
     m._instance_started = time.monotonic()
     assert m._boot_failure(fail_fast=True) == []  # still within its time
     m._instance_started -= m.scaled(FIRMWARE_TIMEOUT) + 1
     with pytest.warns(UserWarning, match="printed nothing"):
         assert m._boot_failure(fail_fast=True) == []
-    assert created == ["<domain/>"] and m.firmware_restarts == 1
+    assert created_domains == ["<domain/>"] and m.firmware_restarts == 1
     m.console.path.write_text("BdsDxe: loading Boot0001\n")
     m._instance_started -= m.scaled(FIRMWARE_TIMEOUT) + 1
     assert m._boot_failure(fail_fast=True) == []  # it spoke: nothing to do
     m.console.path.write_text("")
     m._instance_offset = 0
     assert "printed nothing" in m._boot_failure(fail_fast=True)[0]  # a second stall fails
-    assert len(created) == 1
+    assert len(created_domains) == 1
     m.cleanup()
