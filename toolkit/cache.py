@@ -9,11 +9,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from toolkit.runner import run
 
 
 def hash_path(path: Path, digest) -> None:
@@ -85,7 +86,7 @@ def _remove(path: Path) -> None:
         # a build killed mid-way (SIGKILL, power loss) leaves mmdebstrap's proc, sys and
         # dev mounts in its tree; removing through them would fail or reach shared files
         for point in mounts_below(path):
-            subprocess.run(["umount", "--lazy", point], check=True)
+            run(["umount", "--lazy", point], what=f"unmounting {point} left by a killed build")
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()

@@ -275,12 +275,19 @@ class Machine:
             return False
         if not health.GUEST_RESET.search(self.console.read(self._instance_offset)):
             return False  # powered off, or stopped by someone else
+        self._start_same_domain_again("after the guest reset itself")
+        return True
+
+    def _start_same_domain_again(self, why: str) -> None:
+        """A new QEMU process for this domain: same XML, disks, seed, firmware variables."""
+        with contextlib.suppress(libvirt.libvirtError):
+            if self._domain is not None and self._domain.isActive():
+                self._domain.destroy()
         try:
             self._create_domain(connect(self.uri))
         except libvirt.libvirtError as exc:
-            raise VmError(f"starting {self.name} again after the guest reset itself failed: "
+            raise VmError(f"starting {self.name} again {why} failed: "
                           f"{exc.get_error_message() or exc}") from None
-        return True
 
     @property
     def _cold_reboots(self) -> bool:
@@ -423,9 +430,7 @@ class Machine:
         warnings.warn(f"{self.name}: the firmware printed nothing within {limit:.0f} s; "
                       "powering it off and on once", stacklevel=2)
         self.firmware_restarts += 1
-        with contextlib.suppress(libvirt.libvirtError):
-            self._domain.destroy()
-        self._create_domain(connect(self.uri))
+        self._start_same_domain_again("after its firmware stalled")
         return None
 
     def check_health(self) -> None:
