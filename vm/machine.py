@@ -366,14 +366,18 @@ class Machine:
             # connection can sleep through the moment sshd comes up.
             attempts += 1
             window = 2.0 if attempts <= 10 else min(30.0, 2.0 * (attempts - 9))
-            if not sshlib.wait_banner(self.ssh_port or 0, min(remaining, window), boot_failed):
+            sock = sshlib.wait_banner(self.ssh_port or 0, min(remaining, window), boot_failed)
+            if sock is None:
                 last_error = "sshd did not answer"
                 time.sleep(0.5)
                 continue
             remaining = max(1.0, deadline - time.monotonic())
             try:
                 client = sshlib.connect(
-                    self.ssh_port or 0, self.key.private, timeout=min(remaining, self.scaled(5))
+                    self.ssh_port or 0,
+                    self.key.private,
+                    timeout=min(remaining, self.scaled(5)),
+                    sock=sock,
                 )
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"

@@ -14,6 +14,7 @@ import paramiko
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 CONNECT_SECONDS = 10.0
+BANNER_PREFIX = b"SSH-"
 
 
 class AcceptAnyHostKey(paramiko.MissingHostKeyPolicy):
@@ -34,19 +35,26 @@ class CommandResult:
 
 
 def connect(
-    port: int, key_file: Path, user: str = "root", timeout: float = CONNECT_SECONDS
+    port: int,
+    key_file: Path,
+    user: str = "root",
+    timeout: float = CONNECT_SECONDS,
+    sock: socket.socket | None = None,
 ) -> paramiko.SSHClient:
-    """One attempt. Raises OSError / paramiko.SSHException when the guest is not ready."""
+    """One attempt, on a new connection or on `sock` (from `wait_banner`). Raises
+    OSError / paramiko.SSHException when the guest is not ready."""
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(AcceptAnyHostKey())
     try:
         client.connect(
             "127.0.0.1", port=port, username=user, key_filename=str(key_file),
             timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-            allow_agent=False, look_for_keys=False,
+            allow_agent=False, look_for_keys=False, sock=sock,
         )  # fmt: skip
     except BaseException:
         client.close()
+        if sock is not None:
+            sock.close()  # in case paramiko failed before it took the socket over
         raise
     transport = client.get_transport()
     if transport is not None:
@@ -126,18 +134,41 @@ def _get(sftp: paramiko.SFTPClient, remote: str, local: Path) -> None:
         sftp.get(remote, str(local))
 
 
-def wait_banner(port: int, timeout: float, abort: Callable[[], bool] | None = None) -> bool:
-    """True once sshd's banner arrives on the forward within `timeout`.
+def wait_banner(
+    port: int, timeout: float, abort: Callable[[], bool] | None = None
+) -> socket.socket | None:
+    """The connection on which sshd's banner arrived within `timeout`, or None.
 
     QEMU's user network accepts the TCP connection before the guest listens, so only the
-    banner proves sshd is up. This wait is short-sliced so `abort` (dead-end console,
-    stopped domain) is checked every 0.2 s instead of blocking in a handshake.
+    banner proves sshd is up. The banner is peeked at, not read: the caller hands the
+    socket to `connect`, so the guest starts one SSH session per login, not two (each
+    costs it a few tenths of a second of CPU under emulation, at the busiest moment of
+    its boot). The wait is short-sliced so `abort` (dead-end console, stopped domain) is
+    checked every 0.2 s instead of blocking in a handshake.
     """
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=2)
     except OSError:
-        return False
+        return None
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        if abort is not None and abort():
+            break
+        try:
+            data = sock.recv(len(BANNER_PREFIX), socket.MSG_PEEK)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if data == BANNER_PREFIX:
+            sock.settimeout(None)
+            return sock
+        if not data or not BANNER_PREFIX.startswith(data):
+            break  # closed, or not sshd
+        time.sleep(0.05)  # part of the prefix so far: peeking again returns at once
+    sock.close()
+    return None
     with sock:
         sock.settimeout(0.2)
         while time.monotonic() < deadline:

@@ -4,13 +4,9 @@ tentative boot that fails its health checks falling back to the passive slot."""
 import json
 
 import pytest
+from guest_commands import SET_GRUBENV
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
-
-SET_GRUBENV = (
-    "python3 -c 'import sys; from cos import bootstate; "
-    'bootstate.update_grubenv(**dict(a.split("=", 1) for a in sys.argv[1:]))\' '
-)
 
 
 def boot_record(m) -> dict:

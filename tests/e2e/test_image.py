@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from guest_commands import SET_GRUBENV
 
 from toolkit.flavors import load_flavor
 
@@ -65,6 +66,20 @@ def test_boot_and_logins_do_no_needless_work(shared_machine):
     assert m.execute("test -e /run/motd.dynamic")[0] != 0
     # GRUB's embedded config once printed one of these for each comment line
     assert "Unknown command" not in m.console_path.read_text(errors="replace")
+
+
+def test_agents_at_once_share_the_boot_partition(shared_machine):
+    """Readers and writers of grubenv at the same time (the boot assessment runs while a
+    user or a test calls `cos`): each waits its turn for the mount, none fails."""
+    m = shared_machine
+    jobs = "; ".join(
+        f"cos status --json >/dev/null & pids=\"$pids $!\"; "
+        f"{SET_GRUBENV} cos_probe={i} & pids=\"$pids $!\""
+        for i in range(6)
+    )
+    m.succeed(f"pids=; {jobs}; rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc")
+    m.succeed(SET_GRUBENV + "cos_probe=")
+    assert "cos_probe" not in json.loads(m.succeed("cos status --json"))["grubenv"]
 
 
 def test_persistence_across_reboot(machine_factory):

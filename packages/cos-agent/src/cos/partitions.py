@@ -1,10 +1,12 @@
 """The cOS partitions, found by label, and mounting them where the agent needs them."""
 
+import fcntl
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
 LABELS = ("COS_GRUB", "COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT")
+LOCK = Path("/run/lock/cos-partitions.lock")
 
 
 def device(label: str) -> str | None:
@@ -20,8 +22,24 @@ def mountpoint_of(dev: str) -> str | None:
 
 
 @contextmanager
+def one_agent_at_a_time():
+    """Two agents share the mount points under /run/cos/mnt: while one holds a partition
+    mounted read-only, the other's read-write mount of it comes up read-only too (the
+    kernel reuses the mounted file system), and its write fails."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
 def mounted(label: str, writable: bool = False):
     """Yield a path where the partition is mounted, mounting it under /run/cos if needed."""
+    with one_agent_at_a_time():
+        yield from _mounted(label, writable)
+
+
+def _mounted(label: str, writable: bool):
     dev = device(label)
     if dev is None:
         raise FileNotFoundError(f"no partition labelled {label}")
