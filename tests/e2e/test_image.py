@@ -66,6 +66,11 @@ def test_boot_and_logins_do_no_needless_work(shared_machine):
     assert m.execute("test -e /run/motd.dynamic")[0] != 0
     # GRUB's embedded config once printed one of these for each comment line
     assert "Unknown command" not in m.console_path.read_text(errors="replace")
+    # Debian's comment-only /etc/modules no longer starts systemd-modules-load
+    assert m.succeed("systemctl show -P ConditionResult systemd-modules-load").strip() == "no"
+    # The initramfs passes loop.max_loop=1 from the kernel command line on to insmod:
+    # udev and systemd process the root's loop device, not eight
+    assert [d for d in m.succeed("ls /sys/block").split() if d.startswith("loop")] == ["loop0"]
 
 
 def test_agents_at_once_share_the_boot_partition(shared_machine):
