@@ -169,16 +169,3 @@ def wait_banner(
         time.sleep(0.05)  # part of the prefix so far: peeking again returns at once
     sock.close()
     return None
-    with sock:
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            if abort is not None and abort():
-                return False
-            try:
-                data = sock.recv(64)
-            except TimeoutError:
-                continue
-            except OSError:
-                return False
-            return data.startswith(b"SSH-")
-    return False
