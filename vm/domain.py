@@ -4,6 +4,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 from toolkit.arch import Arch
 from vm.firmware import Firmware
@@ -59,6 +60,10 @@ class DomainSpec:
     # took 8-23 s to reach its boot manager after a reset from a running Linux (4.5 s
     # from power-on) and once hung there for good (its AP wake-up wait has no timeout).
     cold_reboots: bool = False
+    # The SMBIOS system UUID, fixed for the machine's life: systemd derives the machine ID
+    # from it on an image whose /etc starts empty, and libvirt would pick a new one for
+    # every start of a transient domain (a cold reboot would make a new machine).
+    uuid: str = field(default_factory=lambda: str(uuid4()))
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
 
@@ -127,6 +132,7 @@ def domain_xml(spec: DomainSpec) -> str:
     arch = spec.arch.name
     dom = ET.Element("domain", {"type": "kvm" if spec.accel == "kvm" else "qemu"})
     _sub(dom, "name", spec.name)
+    _sub(dom, "uuid", spec.uuid)
     _sub(dom, "metadata").append(metadata_element(spec.owner, spec.workdir))
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(spec.vcpus))

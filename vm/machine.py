@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,7 @@ class Machine:
         self._port: PortLease | None = None
         self._domain: libvirt.virDomain | None = None
         self._xml: str | None = None
+        self._uuid = str(uuid.uuid4())  # one identity for every start of this machine
         self._ssh: paramiko.SSHClient | None = None
         self._host: object | None = None
         self._host_client: paramiko.SSHClient | None = None
@@ -197,6 +199,7 @@ class Machine:
             disks=self._disks(), registry_port=self.options.registry_port,
             memory_mib=self.options.memory_mib, vcpus=self.options.vcpus,
             cpu_model=self.options.cpu_model, cold_reboots=self._cold_reboots,
+            uuid=self._uuid,
         )  # fmt: skip
 
     def _write_ssh_config(self) -> None:

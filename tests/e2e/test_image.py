@@ -90,6 +90,7 @@ def test_agents_at_once_share_the_boot_partition(shared_machine):
 def test_persistence_across_reboot(machine_factory):
     m = machine_factory(disk_size="4G")
     host_key = m.succeed("cat /var/lib/cos/ssh/ssh_host_ed25519_key.pub")
+    machine_id = m.succeed("cat /etc/machine-id")
     for path in (
         "/etc/cos-volatile",
         "/usr/local/cos-kept",
@@ -111,6 +112,11 @@ def test_persistence_across_reboot(machine_factory):
         assert m.succeed(f"cat {path}").strip() == "data", path
     # same machine, same identity: host keys live on COS_PERSISTENT
     assert m.succeed("cat /var/lib/cos/ssh/ssh_host_ed25519_key.pub") == host_key
+    assert m.succeed("cat /etc/machine-id") == machine_id  # from the SMBIOS UUID
+    # the journal of the first boot is kept, and /var/log was unmounted cleanly at shutdown
+    # (journald moved back to /run first instead of holding its files open)
+    assert len(json.loads(m.succeed("journalctl --list-boots -o json"))) == 2
+    assert "Failed unmounting var-log.mount" not in m.console_path.read_text(errors="replace")
     # COS_PERSISTENT grew to the end of the 4 GiB disk on first boot
     size = int(m.succeed("blockdev --getsize64 /dev/vda5").strip())
     assert size > 2 << 30

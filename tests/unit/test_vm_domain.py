@@ -146,3 +146,11 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
     assert parse_metadata(bare) == (OWNER, tmp_path)
     assert parse_metadata("<domain/>") is None
     assert parse_metadata("not xml") is None
+
+
+def test_uuid_is_the_machines_own(tmp_path: Path) -> None:
+    """systemd takes the machine ID from the SMBIOS UUID: every start of one machine (a
+    cold reboot creates the transient domain again) must present the same one."""
+    fixed = spec(tmp_path, "x86_64", uuid="6f2c1d9e-3b4a-4c5d-8e7f-0a1b2c3d4e5f")
+    assert ET.fromstring(domain_xml(fixed)).findtext("uuid") == fixed.uuid
+    assert spec(tmp_path, "x86_64").uuid != spec(tmp_path, "x86_64").uuid
