@@ -7,16 +7,16 @@ from vm import ssh as sshlib
 
 
 def serve_once(reply: bytes | None) -> int:
-    """A one-connection server that sends `reply` (None: closes at once) and then waits."""
+    """A one-connection server that sends `reply` (None: closes at once) and then keeps
+    the connection open until the client hangs up."""
     server = socket.create_server(("127.0.0.1", 0))
-    done = threading.Event()
 
     def handle():
         conn, _ = server.accept()
         with conn, server:
             if reply is not None:
                 conn.sendall(reply)
-                done.wait(5)
+                conn.recv(1)
 
     threading.Thread(target=handle, daemon=True).start()
     return server.getsockname()[1]
