@@ -1,19 +1,24 @@
 """invoke tasks of the cOS toolkit. Thin: each task parses arguments and calls toolkit/ or vm/."""
 
+import subprocess
 import sys
+from pathlib import Path
 
 from invoke import Collection, Exit, task
 
 from toolkit.errors import CosError
+from toolkit.paths import REPO_ROOT
 
 
 def _guard(func):
     """Show a CosError as its message, not a traceback."""
+
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except CosError as exc:
             raise Exit(f"error: {exc}", code=2) from None
+
     wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
     wrapper.__wrapped__ = func
     return wrapper
@@ -47,13 +52,19 @@ def flavors(c):
         flavor = load_flavor(name)
         default = " (default)" if name == DEFAULT_FLAVOR else ""
         parent = f", from {flavor.parent}" if flavor.parent else ""
-        print(f"{name:20} {flavor.suite:10} {', '.join(flavor.architectures):16} "
-              f"{flavor.version}{parent}{default}")
+        print(
+            f"{name:20} {flavor.suite:10} {', '.join(flavor.architectures):16} "
+            f"{flavor.version}{parent}{default}"
+        )
 
 
-@task(help={"flavor": "flavor under images/ (default debian-trixie)",
-            "arch": "x86_64, aarch64 or all (default: the host's)",
-            "boot": "boot the built disk and wait for SSH"})
+@task(
+    help={
+        "flavor": "flavor under images/ (default debian-trixie)",
+        "arch": "x86_64, aarch64 or all (default: the host's)",
+        "boot": "boot the built disk and wait for SSH",
+    }
+)
 @_guard
 def build(c, flavor=None, arch=None, boot=False):
     """Build rootfs, OCI image, disk image for a flavor and arch (cached by inputs)."""
@@ -98,28 +109,55 @@ def push(c, flavor=None, arch=None, port=5000):
         push_index(images, image_folder(images[0].flavor.name, "multiarch") / "oci", address)
 
 
-@task(help={"flavor": "flavor to test", "arch": "x86_64, aarch64 or all (default: host)",
-            "unit": "unit tests only (no VM)", "k": "pytest -k expression",
-            "workers": "pytest-xdist workers for the VM tests", "slow": "include slow scenarios"})
+@task(
+    help={
+        "flavor": "flavor to test",
+        "arch": "x86_64, aarch64 or all (default: host)",
+        "unit": "unit tests only (no VM)",
+        "k": "pytest -k expression",
+        "workers": "pytest-xdist workers for the VM tests",
+        "slow": "include slow scenarios",
+    }
+)
 @_guard
 def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
     """Run unit tests, then boot the built image and run the VM scenarios."""
     from toolkit.testing import run_tests
 
-    code = run_tests(flavor=flavor, arch=arch, unit_only=unit, keyword=k,
-                     workers=int(workers), slow=slow)
+    code = run_tests(
+        flavor=flavor, arch=arch, unit_only=unit, keyword=k, workers=int(workers), slow=slow
+    )
     if code:
         raise Exit(code=code)
 
 
-@task(help={"flavor": "flavor", "arch": "x86_64, aarch64 or all", "runs": "boots per arch",
-            "foreign-baseline": "also time plain mmdebstrap of a foreign arch (about 25 min for arm64)"})
+@task(
+    help={
+        "flavor": "flavor",
+        "arch": "x86_64, aarch64 or all",
+        "runs": "boots per arch",
+        "foreign-baseline": "also time plain mmdebstrap of a foreign arch (about 25 min for arm64)",
+    }
+)
 @_guard
 def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
     """Measure build time against plain mmdebstrap, boot time by phase, and sizes."""
     from toolkit.bench import run_bench
 
     run_bench(flavor, arch, runs=int(runs), foreign_baseline=foreign_baseline)
+
+
+@task
+def lint(c):
+    """Check formatting and lint the whole tree (packages/ included) with ruff."""
+    bin_dir = Path(sys.executable).parent
+    code = 0
+    for args in (["format", "--check", "--diff"], ["check"]):
+        command = [str(bin_dir / "ruff"), *args, str(REPO_ROOT)]
+        print("$ " + " ".join(command), flush=True)
+        code = code or subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
+    if code:
+        raise Exit(code=code)
 
 
 @task
@@ -133,7 +171,7 @@ def clean(c):
     print(f"removed {build_dir()}")
 
 
-ns = Collection(setup, packages, flavors, build, registry, push, test, bench, clean)
+ns = Collection(setup, packages, flavors, build, registry, push, test, bench, lint, clean)
 try:
     from vm.tasks import vm as vm_collection
 

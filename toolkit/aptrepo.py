@@ -59,8 +59,10 @@ class _Deb:
 def release_date(epoch: int) -> str:
     """RFC 2822 date in UTC, independent of the locale (strftime's %a/%b are not)."""
     t = time.gmtime(epoch)
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} UTC")
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} UTC"
+    )
 
 
 def _pool_path(fields: dict[str, str], filename: str) -> str:
@@ -78,12 +80,16 @@ def _read_debs(debs: list[Path]) -> list[_Deb]:
                 raise CosError(f"{path}: control has no {key} field")
         arch = fields["Architecture"]
         if arch != "all" and arch not in ARCHES:
-            raise CosError(f"{path}: architecture {arch!r} is not in this repository "
-                           f"({', '.join(ARCHES)}, all)")
+            raise CosError(
+                f"{path}: architecture {arch!r} is not in this repository "
+                f"({', '.join(ARCHES)}, all)"
+            )
         deb = _Deb(path, fields, _pool_path(fields, path.name))
         if deb.sort_key in found:
-            raise CosError(f"{path} and {found[deb.sort_key].source}: same package, version "
-                           f"and architecture {'_'.join(deb.sort_key)}")
+            raise CosError(
+                f"{path} and {found[deb.sort_key].source}: same package, version "
+                f"and architecture {'_'.join(deb.sort_key)}"
+            )
         found[deb.sort_key] = deb
     return sorted(found.values(), key=lambda deb: deb.sort_key)
 
@@ -116,8 +122,9 @@ def _indexes(debs: list[_Deb]) -> dict[str, bytes]:
     stanzas = {deb.sort_key: _stanza(deb) for deb in debs}
     files: dict[str, bytes] = {}
     for arch in ARCHES:
-        text = "\n".join(stanzas[deb.sort_key] for deb in debs
-                         if deb.fields["Architecture"] in (arch, "all"))
+        text = "\n".join(
+            stanzas[deb.sort_key] for deb in debs if deb.fields["Architecture"] in (arch, "all")
+        )
         packages = text.encode()
         files[f"{COMPONENT}/binary-{arch}/Packages"] = packages
         files[f"{COMPONENT}/binary-{arch}/Packages.gz"] = _gzip(packages)
@@ -137,8 +144,10 @@ def _release(indexes: dict[str, bytes], epoch: int) -> bytes:
     ]
     for title, algo in (("MD5Sum", hashlib.md5), ("SHA256", hashlib.sha256)):
         lines.append(f"{title}:")
-        lines.extend(f" {algo(data).hexdigest()} {len(data):>8} {name}"
-                     for name, data in sorted(indexes.items()))
+        lines.extend(
+            f" {algo(data).hexdigest()} {len(data):>8} {name}"
+            for name, data in sorted(indexes.items())
+        )
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -155,13 +164,16 @@ def _is_current(repo_dir: Path, debs: list[_Deb], release: bytes, keyring: bytes
     if not all(path.is_file() for path in needed):
         return False
     # Release pins the Packages files, which pin each .deb's hash; check the pool is whole.
-    return all((repo_dir / deb.pool_path).is_file()
-               and (repo_dir / deb.pool_path).stat().st_size == deb.source.stat().st_size
-               for deb in debs)
+    return all(
+        (repo_dir / deb.pool_path).is_file()
+        and (repo_dir / deb.pool_path).stat().st_size == deb.source.stat().st_size
+        for deb in debs
+    )
 
 
-def _assemble(tmp: Path, debs: list[_Deb], indexes: dict[str, bytes], release: bytes,
-              key: gpgkey.SigningKey) -> None:
+def _assemble(
+    tmp: Path, debs: list[_Deb], indexes: dict[str, bytes], release: bytes, key: gpgkey.SigningKey
+) -> None:
     for deb in debs:
         dest = tmp / deb.pool_path
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -190,8 +202,9 @@ def _swap_in(tmp: Path, repo_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_repository(debs: list[Path], repo_dir: Path, key: gpgkey.SigningKey,
-                     epoch: int | None = None) -> Published:
+def write_repository(
+    debs: list[Path], repo_dir: Path, key: gpgkey.SigningKey, epoch: int | None = None
+) -> Published:
     """Publish exactly `debs` as the repository at repo_dir, unless it is already that."""
     if not debs:
         raise CosError(f"{repo_dir}: no .deb files to publish")
@@ -201,8 +214,13 @@ def write_repository(debs: list[Path], repo_dir: Path, key: gpgkey.SigningKey,
     release = _release(indexes, epoch)
     keyring = gpgkey.public_key_bytes(key)
     content_hash = hashlib.sha256(release + b"\0" + keyring).hexdigest()
-    result = Published(repo_dir, repo_dir / f"{KEYRING_NAME}.gpg",
-                       repo_dir / f"{KEYRING_NAME}.asc", False, content_hash)
+    result = Published(
+        repo_dir,
+        repo_dir / f"{KEYRING_NAME}.gpg",
+        repo_dir / f"{KEYRING_NAME}.asc",
+        False,
+        content_hash,
+    )
     if _is_current(repo_dir, entries, release, keyring):
         return result
 

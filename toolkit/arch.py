@@ -72,5 +72,7 @@ def resolve_arches(name: str | None, allowed: list[str] | None = None) -> list[A
     if allowed is not None:
         for arch in arches:
             if arch.name not in allowed:
-                raise CosError(f"arch {arch.name!r} is not built by this flavor; valid: {', '.join(allowed)}")
+                raise CosError(
+                    f"arch {arch.name!r} is not built by this flavor; valid: {', '.join(allowed)}"
+                )
     return arches

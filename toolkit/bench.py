@@ -36,9 +36,16 @@ def timed(func, *args, **kwargs) -> tuple[float, object]:
 def plain_mmdebstrap(flavor: Flavor, arch: Arch, repo) -> float:
     with tempfile.TemporaryDirectory(dir=paths.build_dir()) as tmp:
         target = Path(tmp) / "plain.tar"
-        command = mmdebstrap_command(flavor, arch, repo.repo_dir, repo.keyring, target,
-                                     apt_cache_for(flavor, arch), output_format="tar",
-                                     accelerated=False)
+        command = mmdebstrap_command(
+            flavor,
+            arch,
+            repo.repo_dir,
+            repo.keyring,
+            target,
+            apt_cache_for(flavor, arch),
+            output_format="tar",
+            accelerated=False,
+        )
         seconds, _ = timed(run, command, what="plain mmdebstrap", env=system_env())
     return seconds
 
@@ -47,8 +54,10 @@ def boot_figures(flavor: str, arch: str, runs: int) -> dict[str, float]:
     from vm.boot_check import boot_and_check
 
     samples = [boot_and_check(flavor, arch, log=quiet) for _ in range(runs)]
-    phases = sorted({p for s in samples for p in s}, key=lambda p: statistics.median(
-        s[p] for s in samples if p in s))
+    phases = sorted(
+        {p for s in samples for p in s},
+        key=lambda p: statistics.median(s[p] for s in samples if p in s),
+    )
     return {p: statistics.median(s[p] for s in samples if p in s) for p in phases}
 
 
@@ -59,13 +68,23 @@ def parallel_boots(flavor: str, arch: str, count: int = 2) -> tuple[float, float
     serial, _ = timed(lambda: [boot_and_check(flavor, arch, log=quiet) for _ in range(count)])
     vcpus = default_vcpus(machines_at_once=count)  # as pytest -n COUNT gives each machine
     with ThreadPoolExecutor(count) as pool:
-        together, _ = timed(lambda: list(pool.map(
-            lambda _i: boot_and_check(flavor, arch, vcpus=vcpus, log=quiet), range(count))))
+        together, _ = timed(
+            lambda: list(
+                pool.map(
+                    lambda _i: boot_and_check(flavor, arch, vcpus=vcpus, log=quiet), range(count)
+                )
+            )
+        )
     return serial, together
 
 
-def run_bench(flavor_name: str | None, arch_name: str | None, runs: int = 3,
-              foreign_baseline: bool = False, log=print) -> None:
+def run_bench(
+    flavor_name: str | None,
+    arch_name: str | None,
+    runs: int = 3,
+    foreign_baseline: bool = False,
+    log=print,
+) -> None:
     """`foreign_baseline`: also time plain mmdebstrap for a foreign arch (about 25 minutes
     for arm64 on a 2-core x86_64 host, all of it under qemu-user)."""
     flavor = load_flavor(flavor_name)
@@ -92,8 +111,10 @@ def run_bench(flavor_name: str | None, arch_name: str | None, runs: int = 3,
             log(f"    {stage.name:18}  {stage.seconds:7.1f} s")
         log(f"  no-op rebuild         {noop:7.1f} s")
         layer = sum(p.stat().st_size for p in (image.oci_layout / "blobs/sha256").iterdir())
-        log(f"  sizes: qcow2 {image.disk_qcow2.stat().st_size / 1e6:.0f} MB, "
-            f"OCI image {layer / 1e6:.0f} MB, raw disk {image.disk_raw.stat().st_size / 1e6:.0f} MB")
+        log(
+            f"  sizes: qcow2 {image.disk_qcow2.stat().st_size / 1e6:.0f} MB, "
+            f"OCI image {layer / 1e6:.0f} MB, raw disk {image.disk_raw.stat().st_size / 1e6:.0f} MB"
+        )
 
         timings = boot_figures(flavor.name, arch.name, runs)
         log(f"{arch.name} boot (median of {runs}, seconds since domain start)")
@@ -104,5 +125,7 @@ def run_bench(flavor_name: str | None, arch_name: str | None, runs: int = 3,
         serial, together = parallel_boots(flavor.name, arch.name)
         log(f"  2 boots one after another {serial:6.1f} s, at once {together:6.1f} s")
     if {"x86_64", "aarch64"} <= scratch_by_arch.keys():
-        log(f"\naarch64 build / x86_64 build: "
-            f"{scratch_by_arch['aarch64'] / scratch_by_arch['x86_64']:.1f}x")
+        log(
+            f"\naarch64 build / x86_64 build: "
+            f"{scratch_by_arch['aarch64'] / scratch_by_arch['x86_64']:.1f}x"
+        )

@@ -56,8 +56,12 @@ def source_date_epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value:
         return int(value)
-    result = subprocess.run(["git", "-C", str(paths.REPO_ROOT), "log", "-1", "--format=%ct"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["git", "-C", str(paths.REPO_ROOT), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return int(result.stdout.strip() or time.time())
 
 
@@ -65,7 +69,9 @@ def check_free_space(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < MIN_FREE_BYTES:
-        raise CosError(f"{folder}: only {free >> 20} MiB free; a build needs {MIN_FREE_BYTES >> 20} MiB")
+        raise CosError(
+            f"{folder}: only {free >> 20} MiB free; a build needs {MIN_FREE_BYTES >> 20} MiB"
+        )
 
 
 def _make_rootfs(image: ImageBuild, repo, image_key: Path, log, out: dict[Path, Path]) -> None:
@@ -84,25 +90,64 @@ def _make_rootfs(image: ImageBuild, repo, image_key: Path, log, out: dict[Path, 
 
 def _make_recovery(image: ImageBuild, epoch: int, out: dict[Path, Path]) -> None:
     # gzip, which every GRUB's squash4 reads; level 1 builds 8x faster than 9 for 7% more bytes.
-    run(["mksquashfs", str(image.rootfs), str(out[image.recovery_image]), "-comp", "gzip",
-         "-Xcompression-level", "1",
-         "-noappend", "-no-progress", "-quiet", "-mkfs-time", str(epoch), "-all-time", str(epoch)],
-        what="mksquashfs recovery image")
+    run(
+        [
+            "mksquashfs",
+            str(image.rootfs),
+            str(out[image.recovery_image]),
+            "-comp",
+            "gzip",
+            "-Xcompression-level",
+            "1",
+            "-noappend",
+            "-no-progress",
+            "-quiet",
+            "-mkfs-time",
+            str(epoch),
+            "-all-time",
+            str(epoch),
+        ],
+        what="mksquashfs recovery image",
+    )
 
 
 def _make_disk(image: ImageBuild, epoch: int, out: dict[Path, Path]) -> None:
-    build_disk(image.rootfs, image.slot_image, image.recovery_image, image.arch, out[image.disk_raw], epoch)
-    run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd",
-         "-m", "2", "-W", str(out[image.disk_raw]), str(out[image.disk_qcow2])],
-        what="qemu-img convert to qcow2")
+    build_disk(
+        image.rootfs, image.slot_image, image.recovery_image, image.arch, out[image.disk_raw], epoch
+    )
+    run(
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-c",
+            "-o",
+            "compression_type=zstd",
+            "-m",
+            "2",
+            "-W",
+            str(out[image.disk_raw]),
+            str(out[image.disk_qcow2]),
+        ],
+        what="qemu-img convert to qcow2",
+    )
 
 
 def _make_oci(image: ImageBuild, epoch: int, log, out: dict[Path, Path]) -> None:
     staging = image.folder / ".oci-staging"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        built = oci.build_oci_image(image.rootfs, staging, arch_oci=image.arch.oci,
-                                    labels=oci_labels(image), created=iso_time(epoch), log=log)
+        built = oci.build_oci_image(
+            image.rootfs,
+            staging,
+            arch_oci=image.arch.oci,
+            labels=oci_labels(image),
+            created=iso_time(epoch),
+            log=log,
+        )
         built.layout_dir.rename(out[image.oci_layout])
         built.archive.rename(out[image.oci_archive])
     finally:
@@ -126,25 +171,62 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
         return result
 
     _private, image_key = cosign.ensure_keypair()
-    rootfs = stage("rootfs", {
-        "builder": BUILDER_VERSION, "arch": arch.name, "suite": flavor.suite,
-        "packages": flavor.packages_for(arch.name), "mirror": mirror(),
-        "flavor_files": flavor.files, "overlays": flavor.overlays,
-        "cloud_configs": flavor.cloud_configs, "persistent": flavor.persistent_paths,
-        "version": flavor.version, "repo": repo.inputs_hash, "image_key": image_key,
-        "code": [code / "rootfs.py", code / "initramfs.py", code / "native.py"],
-    }, [image.rootfs], partial(_make_rootfs, image, repo, image_key, log))
-    system = stage("system-image", {"rootfs": rootfs.key, "code": code / "disk.py"}, [image.slot_image],
-                   lambda out: make_slot_image(image.rootfs, out[image.slot_image], epoch))
-    recovery = stage("recovery-image", {"rootfs": rootfs.key, "code": code / "build.py"}, [image.recovery_image],
-                     partial(_make_recovery, image, epoch))
-    stage("disk", {"system": system.key, "recovery": recovery.key, "code": [code / "disk.py", code / "grub.py", code / "build.py"]},
-          [image.disk_raw, image.disk_qcow2], partial(_make_disk, image, epoch))
-    stage("installer-iso", {"recovery": recovery.key, "code": [code / "iso.py", code / "grub.py"]},
-          [image.installer_iso],
-          lambda out: build_iso(image.rootfs, image.recovery_image, arch, out[image.installer_iso], epoch))
-    stage("oci", {"rootfs": rootfs.key, "code": [code / "oci.py", code / "build.py"]}, [image.oci_layout, image.oci_archive],
-          partial(_make_oci, image, epoch, log))
+    rootfs = stage(
+        "rootfs",
+        {
+            "builder": BUILDER_VERSION,
+            "arch": arch.name,
+            "suite": flavor.suite,
+            "packages": flavor.packages_for(arch.name),
+            "mirror": mirror(),
+            "flavor_files": flavor.files,
+            "overlays": flavor.overlays,
+            "cloud_configs": flavor.cloud_configs,
+            "persistent": flavor.persistent_paths,
+            "version": flavor.version,
+            "repo": repo.inputs_hash,
+            "image_key": image_key,
+            "code": [code / "rootfs.py", code / "initramfs.py", code / "native.py"],
+        },
+        [image.rootfs],
+        partial(_make_rootfs, image, repo, image_key, log),
+    )
+    system = stage(
+        "system-image",
+        {"rootfs": rootfs.key, "code": code / "disk.py"},
+        [image.slot_image],
+        lambda out: make_slot_image(image.rootfs, out[image.slot_image], epoch),
+    )
+    recovery = stage(
+        "recovery-image",
+        {"rootfs": rootfs.key, "code": code / "build.py"},
+        [image.recovery_image],
+        partial(_make_recovery, image, epoch),
+    )
+    stage(
+        "disk",
+        {
+            "system": system.key,
+            "recovery": recovery.key,
+            "code": [code / "disk.py", code / "grub.py", code / "build.py"],
+        },
+        [image.disk_raw, image.disk_qcow2],
+        partial(_make_disk, image, epoch),
+    )
+    stage(
+        "installer-iso",
+        {"recovery": recovery.key, "code": [code / "iso.py", code / "grub.py"]},
+        [image.installer_iso],
+        lambda out: build_iso(
+            image.rootfs, image.recovery_image, arch, out[image.installer_iso], epoch
+        ),
+    )
+    stage(
+        "oci",
+        {"rootfs": rootfs.key, "code": [code / "oci.py", code / "build.py"]},
+        [image.oci_layout, image.oci_archive],
+        partial(_make_oci, image, epoch, log),
+    )
     return image
 
 
@@ -161,8 +243,12 @@ def oci_labels(image: ImageBuild) -> dict[str, str]:
         "io.cos.flavor": flavor.name,
         "io.cos.arch": image.arch.name,
     }
-    source = subprocess.run(["git", "-C", str(paths.REPO_ROOT), "config", "remote.origin.url"],
-                            capture_output=True, text=True, check=False).stdout.strip()
+    source = subprocess.run(
+        ["git", "-C", str(paths.REPO_ROOT), "config", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     if source:
         labels["org.opencontainers.image.source"] = source
     return labels
@@ -189,8 +275,10 @@ def build(flavor_name: str | None, arch_name: str | None, log=print) -> list[Ima
 
 def build_multiarch_index(images: list[ImageBuild]) -> Path:
     """The OCI index over the per-arch images of one flavor; returns its layout folder."""
-    return oci.build_index({i.arch.oci: oci.read_oci_image(i.folder) for i in images},
-                           image_folder(images[0].flavor.name, "multiarch"))
+    return oci.build_index(
+        {i.arch.oci: oci.read_oci_image(i.folder) for i in images},
+        image_folder(images[0].flavor.name, "multiarch"),
+    )
 
 
 def summary(images: list[ImageBuild]) -> str:

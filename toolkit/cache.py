@@ -101,8 +101,14 @@ class StageCache:
         stamp = self.stamps / name
         return stamp.exists() and stamp.read_text() == key and all(p.exists() for p in outputs)
 
-    def run(self, name: str, inputs: dict, outputs: list[Path],
-            build: Callable[[dict[Path, Path]], None], force: bool = False) -> StageResult:
+    def run(
+        self,
+        name: str,
+        inputs: dict,
+        outputs: list[Path],
+        build: Callable[[dict[Path, Path]], None],
+        force: bool = False,
+    ) -> StageResult:
         """Call build({final: temporary}) unless the stage is current; then move into place."""
         key = inputs_key(inputs)
         start = time.monotonic()

@@ -148,7 +148,9 @@ def build_deb(
 
     for name in scripts:
         if name not in MAINTAINER_SCRIPTS:
-            raise CosError(f"unknown maintainer script {name!r}; valid: {', '.join(MAINTAINER_SCRIPTS)}")
+            raise CosError(
+                f"unknown maintainer script {name!r}; valid: {', '.join(MAINTAINER_SCRIPTS)}"
+            )
     for path in conffiles:
         entry = by_path.get(_member_path(path))
         if entry is None or entry.data is None:
@@ -218,13 +220,13 @@ def _ar_members(blob: bytes, source: Path) -> dict[str, bytes]:
     members: dict[str, bytes] = {}
     pos = 8
     while pos + 60 <= len(blob):
-        header = blob[pos:pos + 60]
+        header = blob[pos : pos + 60]
         name = header[:16].decode("ascii", "replace").strip().rstrip("/")
         try:
             size = int(header[48:58].decode("ascii").strip())
         except ValueError:
             raise CosError(f"{source}: corrupt ar member header at offset {pos}") from None
-        members[name] = blob[pos + 60:pos + 60 + size]
+        members[name] = blob[pos + 60 : pos + 60 + size]
         pos += 60 + size + (size % 2)
     return members
 
@@ -232,8 +234,11 @@ def _ar_members(blob: bytes, source: Path) -> dict[str, bytes]:
 def read_control(deb: Path) -> str:
     """The text of ./control inside a .deb (xz, gzip or uncompressed control tarball)."""
     members = _ar_members(deb.read_bytes(), deb)
-    decoders = {"control.tar.xz": lzma.decompress, "control.tar.gz": gzip.decompress,
-                "control.tar": lambda data: data}
+    decoders = {
+        "control.tar.xz": lzma.decompress,
+        "control.tar.gz": gzip.decompress,
+        "control.tar": lambda data: data,
+    }
     for name, decode in decoders.items():
         if name in members:
             with tarfile.open(fileobj=io.BytesIO(decode(members[name]))) as tar:

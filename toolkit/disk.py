@@ -48,10 +48,28 @@ def reproducible_env(epoch: int) -> dict:
     return {**os.environ, "E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch)}
 
 
-def make_ext4(target: Path, label: str, size_mib: int, content: Path | None, epoch: int,
-              offset: int = 0, journal: bool = True) -> None:
-    args = ["mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-m", "0",
-            "-E", f"root_owner=0:0,nodiscard,offset={offset}"]
+def make_ext4(
+    target: Path,
+    label: str,
+    size_mib: int,
+    content: Path | None,
+    epoch: int,
+    offset: int = 0,
+    journal: bool = True,
+) -> None:
+    args = [
+        "mke2fs",
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-L",
+        label,
+        "-m",
+        "0",
+        "-E",
+        f"root_owner=0:0,nodiscard,offset={offset}",
+    ]
     if not journal:
         args += ["-O", "^has_journal"]
     if content is not None:
@@ -83,29 +101,48 @@ def layout(slot_mib: int, recovery_mib: int) -> list[Partition]:
 def partition_table(parts: list[Partition]) -> str:
     lines = ["label: gpt", "unit: sectors"]
     for part in parts:
-        lines.append(f"start={part.start_mib * 2048}, size={part.size_mib * 2048}, "
-                     f"type={part.type_guid}, name={part.label}")
+        lines.append(
+            f"start={part.start_mib * 2048}, size={part.size_mib * 2048}, "
+            f"type={part.type_guid}, name={part.label}"
+        )
     return "\n".join(lines) + "\n"
 
 
 def make_esp(disk: Path, part: Partition, rootfs: Path, arch: Arch, work: Path) -> None:
     offset = part.start_mib * MiB
-    run(["mkfs.vfat", "-F", "32", "-s", "1", "-n", part.label, "--offset", str(offset // 512),
-         str(disk), str(part.size_mib * 1024)], what="mkfs.vfat COS_GRUB")
+    run(
+        [
+            "mkfs.vfat",
+            "-F",
+            "32",
+            "-s",
+            "1",
+            "-n",
+            part.label,
+            "--offset",
+            str(offset // 512),
+            str(disk),
+            str(part.size_mib * 1024),
+        ],
+        what="mkfs.vfat COS_GRUB",
+    )
     efi = work / arch.efi_boot_file
     build_efi_binary(rootfs, arch, efi)
     grubenv = work / "grubenv"
     new_grubenv(grubenv)
     image = f"{disk}@@{offset}"
     run(["mmd", "-i", image, "::/EFI", "::/EFI/BOOT", "::/EFI/cos"], what="mmd on COS_GRUB")
-    for source, dest in ((efi, f"::/EFI/BOOT/{arch.efi_boot_file}"),
-                         (rootfs / "usr/share/cos/grub/grub.cfg", "::/EFI/cos/grub.cfg"),
-                         (grubenv, "::/EFI/cos/grubenv")):
+    for source, dest in (
+        (efi, f"::/EFI/BOOT/{arch.efi_boot_file}"),
+        (rootfs / "usr/share/cos/grub/grub.cfg", "::/EFI/cos/grub.cfg"),
+        (grubenv, "::/EFI/cos/grubenv"),
+    ):
         run(["mcopy", "-i", image, str(source), dest], what=f"mcopy {dest}")
 
 
-def build_disk(rootfs: Path, slot_image: Path, recovery_image: Path, arch: Arch, output: Path,
-               epoch: int) -> list[Partition]:
+def build_disk(
+    rootfs: Path, slot_image: Path, recovery_image: Path, arch: Arch, output: Path, epoch: int
+) -> list[Partition]:
     """Write the raw disk image `output` from a finished rootfs, slot and recovery image."""
     slot_mib = math.ceil(slot_image.stat().st_size / MiB)
     recovery_mib = math.ceil(recovery_image.stat().st_size / MiB)
@@ -113,15 +150,21 @@ def build_disk(rootfs: Path, slot_image: Path, recovery_image: Path, arch: Arch,
     total_mib = parts[-1].start_mib + parts[-1].size_mib + 1  # + backup GPT
     with open(output, "wb") as f:
         f.truncate(total_mib * MiB)
-    run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(output)],
-        what="sfdisk", input=partition_table(parts).encode())
+    run(
+        ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(output)],
+        what="sfdisk",
+        input=partition_table(parts).encode(),
+    )
     by_label = {p.label: p for p in parts}
     with tempfile.TemporaryDirectory(prefix="cos-disk-", dir=output.parent) as tmp:
         work = Path(tmp)
         make_esp(output, by_label["COS_GRUB"], rootfs, arch, work)
-        for label, files in (("COS_STATE", {"cOS/active.img": slot_image, "cOS/passive.img": slot_image}),
-                             ("COS_RECOVERY", {"cOS/recovery.img": recovery_image}),
-                             ("COS_OEM", {}), ("COS_PERSISTENT", {})):
+        for label, files in (
+            ("COS_STATE", {"cOS/active.img": slot_image, "cOS/passive.img": slot_image}),
+            ("COS_RECOVERY", {"cOS/recovery.img": recovery_image}),
+            ("COS_OEM", {}),
+            ("COS_PERSISTENT", {}),
+        ):
             content = work / label
             content.mkdir()
             for name, source in files.items():

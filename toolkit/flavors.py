@@ -11,8 +11,18 @@ from toolkit.schema import Fields, load_yaml_mapping
 
 DEFAULT_FLAVOR = "debian-trixie"
 FIELDS = {
-    "name", "description", "suite", "architectures", "kernel", "packages", "overlay",
-    "cloud_config", "version", "parent", "persistent_paths", "components",
+    "name",
+    "description",
+    "suite",
+    "architectures",
+    "kernel",
+    "packages",
+    "overlay",
+    "cloud_config",
+    "version",
+    "parent",
+    "persistent_paths",
+    "components",
 }
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 DEFAULT_PERSISTENT_PATHS = ["/etc/ssh/keys", "/var/lib/cos", "/root", "/home", "/var/log"]
@@ -43,7 +53,9 @@ def flavor_names(images_dir: Path | None = None) -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/flavor.yaml"))
 
 
-def load_flavor(name: str | None = None, images_dir: Path | None = None, _seen: tuple = ()) -> Flavor:
+def load_flavor(
+    name: str | None = None, images_dir: Path | None = None, _seen: tuple = ()
+) -> Flavor:
     root = images_dir or paths.IMAGES_DIR
     name = name or DEFAULT_FLAVOR
     folder = root / name
@@ -92,7 +104,10 @@ def load_flavor(name: str | None = None, images_dir: Path | None = None, _seen: 
         kernel=kernel,
         packages=[*(parent.packages if parent else []), *f.string_list("packages", [])],
         overlays=[*(parent.overlays if parent else []), *([overlay] if overlay.is_dir() else [])],
-        cloud_configs=[*(parent.cloud_configs if parent else []), *([cloud_config] if cloud_config.is_file() else [])],
+        cloud_configs=[
+            *(parent.cloud_configs if parent else []),
+            *([cloud_config] if cloud_config.is_file() else []),
+        ],
         version=version,
         persistent_paths=inherited("persistent_paths", f.string_list, DEFAULT_PERSISTENT_PATHS),
         components=inherited("components", f.string_list, ["main"]),

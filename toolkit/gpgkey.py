@@ -42,8 +42,12 @@ class _Session:
         gpg = shutil.which("gpg")
         if gpg is None:
             raise CosError("gpg not found: install it (apt-get install gnupg)")
-        proc = subprocess.run([gpg, "--batch", "--no-tty", "--quiet", *args],
-                              env=self.env, capture_output=True, check=False)
+        proc = subprocess.run(
+            [gpg, "--batch", "--no-tty", "--quiet", *args],
+            env=self.env,
+            capture_output=True,
+            check=False,
+        )
         if proc.returncode != 0:
             detail = proc.stderr.decode(errors="replace").strip()
             shown = " ".join(a for a in args if a not in _NO_PASSPHRASE)
@@ -75,8 +79,12 @@ def _session(stored_home: Path | None) -> Iterator[_Session]:
     finally:
         gpgconf = shutil.which("gpgconf")
         if gpgconf and home.exists():
-            subprocess.run([gpgconf, "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)},
-                           capture_output=True, check=False)
+            subprocess.run(
+                [gpgconf, "--kill", "all"],
+                env={**os.environ, "GNUPGHOME": str(home)},
+                capture_output=True,
+                check=False,
+            )
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -113,8 +121,18 @@ def ensure_key(keys_dir: Path | None = None, log: Callable[[str], None] = print)
 def _sign(key: SigningKey, src: Path, dest: Path, *mode: str) -> None:
     tmp = dest.with_name(f".{dest.name}.tmp")
     with _session(key.home) as gpg:
-        gpg.run(*_NO_PASSPHRASE, "--yes", "--local-user", key.fingerprint, "--digest-algo",
-                "SHA512", *mode, "--output", str(tmp), str(src))
+        gpg.run(
+            *_NO_PASSPHRASE,
+            "--yes",
+            "--local-user",
+            key.fingerprint,
+            "--digest-algo",
+            "SHA512",
+            *mode,
+            "--output",
+            str(tmp),
+            str(src),
+        )
     os.replace(tmp, dest)
 
 

@@ -14,15 +14,38 @@ from toolkit.errors import CosError
 
 APT_PACKAGES = [
     # machines and firmware
-    "qemu-system-x86", "qemu-system-arm", "qemu-utils", "ovmf", "qemu-efi-aarch64",
-    "libvirt-daemon-system", "libvirt-clients", "libxml2-utils",
+    "qemu-system-x86",
+    "qemu-system-arm",
+    "qemu-utils",
+    "ovmf",
+    "qemu-efi-aarch64",
+    "libvirt-daemon-system",
+    "libvirt-clients",
+    "libxml2-utils",
     # foreign-arch builds
-    "qemu-user-static", "binfmt-support", "arch-test",
+    "qemu-user-static",
+    "binfmt-support",
+    "arch-test",
     # images
-    "mmdebstrap", "e2fsprogs", "dosfstools", "mtools", "squashfs-tools", "xorriso", "fdisk",
-    "grub-common", "grub-efi-amd64-bin", "cpio", "zstd", "gnupg", "apt",
+    "mmdebstrap",
+    "e2fsprogs",
+    "dosfstools",
+    "mtools",
+    "squashfs-tools",
+    "xorriso",
+    "fdisk",
+    "grub-common",
+    "grub-efi-amd64-bin",
+    "cpio",
+    "zstd",
+    "gnupg",
+    "apt",
     # registry, OCI tools and the guest forward to it
-    "docker-registry", "skopeo", "umoci", "netcat-openbsd", "openssl",
+    "docker-registry",
+    "skopeo",
+    "umoci",
+    "netcat-openbsd",
+    "openssl",
 ]
 BINFMT_NAME = "qemu-aarch64"
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -34,9 +57,15 @@ def is_root() -> bool:
 
 
 def missing_packages(packages: list[str] = APT_PACKAGES) -> list[str]:
-    result = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *packages],
-                            capture_output=True, text=True, check=False)
-    installed = {line.split()[0] for line in result.stdout.splitlines() if line.endswith(" installed")}
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *packages],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    installed = {
+        line.split()[0] for line in result.stdout.splitlines() if line.endswith(" installed")
+    }
     return [p for p in packages if p not in installed]
 
 
@@ -47,8 +76,9 @@ def ensure_packages(log=print) -> None:
         return
     command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
     if not is_root():
-        raise CosError("missing apt packages; run as root:\n  sudo apt-get update && sudo "
-                       + " ".join(command))
+        raise CosError(
+            "missing apt packages; run as root:\n  sudo apt-get update && sudo " + " ".join(command)
+        )
     log(f"apt: installing {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -62,8 +92,10 @@ def ensure_binfmt(log=print) -> None:
         log("binfmt: qemu-aarch64 registered")
         return
     if not is_root():
-        raise CosError("qemu-aarch64 binfmt handler missing; run as root:\n  sudo mount -t binfmt_misc "
-                       f"binfmt_misc {BINFMT_DIR} ; sudo update-binfmts --enable {BINFMT_NAME}")
+        raise CosError(
+            "qemu-aarch64 binfmt handler missing; run as root:\n  sudo mount -t binfmt_misc "
+            f"binfmt_misc {BINFMT_DIR} ; sudo update-binfmts --enable {BINFMT_NAME}"
+        )
     if not (BINFMT_DIR / "register").exists():
         subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], check=True)
     subprocess.run(["update-binfmts", "--enable", BINFMT_NAME], capture_output=True, check=False)
@@ -77,7 +109,9 @@ def ensure_binfmt(log=print) -> None:
 
 
 def libvirt_answers(uri: str = LIBVIRT_URI) -> bool:
-    result = subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, timeout=30, check=False)
+    result = subprocess.run(
+        ["virsh", "-c", uri, "version"], capture_output=True, timeout=30, check=False
+    )
     return result.returncode == 0
 
 
@@ -91,11 +125,15 @@ def fix_libvirt_settings(log=print) -> bool:
                 log(f"warning: {problem}")
         return False
     if fix_kvm_device():
-        log("kvm: /dev/kvm set to group kvm, mode 0660 (as udev does), so libvirt keeps "
-            "its QEMU capability cache")
+        log(
+            "kvm: /dev/kvm set to group kvm, mode 0660 (as udev does), so libvirt keeps "
+            "its QEMU capability cache"
+        )
     if fix_seccomp():
-        log("libvirt: seccomp_sandbox = 0 in /etc/libvirt/qemu.conf (the registry guest "
-            "forward spawns nc, which the sandbox punishes)")
+        log(
+            "libvirt: seccomp_sandbox = 0 in /etc/libvirt/qemu.conf (the registry guest "
+            "forward spawns nc, which the sandbox punishes)"
+        )
         return True
     return False
 
@@ -119,12 +157,17 @@ def ensure_libvirtd(log=print) -> None:
         log("libvirt: libvirtd answers on qemu:///system")
         return
     if not is_root():
-        raise CosError("libvirtd is not running; run as root:\n  sudo virtlogd -d && sudo libvirtd -d")
+        raise CosError(
+            "libvirtd is not running; run as root:\n  sudo virtlogd -d && sudo libvirtd -d"
+        )
     systemd_running = Path("/run/systemd/system").is_dir()
     for daemon in ("virtlogd", "libvirtd"):
         if systemd_running:
             subprocess.run(["systemctl", "start", daemon], capture_output=True, check=False)
-        elif subprocess.run(["pgrep", "-x", daemon], capture_output=True, check=False).returncode != 0:
+        elif (
+            subprocess.run(["pgrep", "-x", daemon], capture_output=True, check=False).returncode
+            != 0
+        ):
             subprocess.run([shutil.which(daemon) or f"/usr/sbin/{daemon}", "-d"], check=True)
     for _ in range(60):
         if libvirt_answers():

@@ -57,8 +57,13 @@ def wanted_modules(list_file: Path) -> list[tuple[str, bool]]:
     return wanted
 
 
-def load_order(wanted: list[tuple[str, bool]], modules: dict[str, Module], builtin: set[str],
-               source: Path, seen: set[str] | None = None) -> list[Module]:
+def load_order(
+    wanted: list[tuple[str, bool]],
+    modules: dict[str, Module],
+    builtin: set[str],
+    source: Path,
+    seen: set[str] | None = None,
+) -> list[Module]:
     """Modules to insert, dependencies first; `seen` skips those an earlier list loads."""
     order: list[Module] = []
     seen = set() if seen is None else seen
@@ -76,7 +81,9 @@ def load_order(wanted: list[tuple[str, bool]], modules: dict[str, Module], built
             continue
         if name not in modules:
             if required:
-                raise CosError(f"{source}: module {name!r} is neither built into the kernel nor available")
+                raise CosError(
+                    f"{source}: module {name!r} is neither built into the kernel nor available"
+                )
             continue
         visit(name)
     return order
@@ -100,9 +107,25 @@ class Cpio:
         self.parts: list[bytes] = []
         self.inode = 1
 
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+    def _entry(
+        self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)
+    ) -> None:
         name_bytes = name.encode() + b"\0"
-        fields = [self.inode, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_bytes), 0]
+        fields = [
+            self.inode,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            len(data),
+            0,
+            0,
+            rdev[0],
+            rdev[1],
+            len(name_bytes),
+            0,
+        ]
         header = b"070701" + b"".join(b"%08x" % f for f in fields)
         self.inode += 1
         for chunk in (header + name_bytes, data):
@@ -136,7 +159,10 @@ def build_initramfs(rootfs: Path, kernel_version: str) -> bytes:
     modules, builtin = read_modules(moddir)
     seen: set[str] = set()
     lists = {}
-    for source, listed_in in ((MODULE_LIST, "etc/cos-modules"), (FALLBACK_MODULE_LIST, "etc/cos-modules-fallback")):
+    for source, listed_in in (
+        (MODULE_LIST, "etc/cos-modules"),
+        (FALLBACK_MODULE_LIST, "etc/cos-modules-fallback"),
+    ):
         path = rootfs / source
         wanted = wanted_modules(path) if path.is_file() else []
         lists[listed_in] = load_order(wanted, modules, builtin, path, seen)

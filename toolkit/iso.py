@@ -26,18 +26,42 @@ def build_iso(rootfs: Path, recovery_image: Path, arch: Arch, output: Path, epoc
         build_efi_binary(rootfs, arch, efi, early_config=rootfs / GRUB_SHARE / "iso-early.cfg")
         esp = tree / "boot/efiboot.img"
         size_kib = (efi.stat().st_size >> 10) + 512
-        run(["mkfs.vfat", "-C", "-n", "COS_ISO_EFI", str(esp), str(size_kib)], what="mkfs.vfat efiboot.img")
+        run(
+            ["mkfs.vfat", "-C", "-n", "COS_ISO_EFI", str(esp), str(size_kib)],
+            what="mkfs.vfat efiboot.img",
+        )
         run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"], what="mmd efiboot.img")
-        run(["mcopy", "-i", str(esp), str(efi), f"::/EFI/BOOT/{arch.efi_boot_file}"], what="mcopy EFI binary")
+        run(
+            ["mcopy", "-i", str(esp), str(efi), f"::/EFI/BOOT/{arch.efi_boot_file}"],
+            what="mcopy EFI binary",
+        )
 
-        run(["xorriso", "-as", "mkisofs", "-quiet", "-iso-level", "3", "-full-iso9660-filenames",
-             "-volid", VOLUME_ID, "-joliet", "-rational-rock",
-             "--modification-date=" + _iso_date(epoch),
-             # El Torito EFI image, plus a GPT entry for it so the ISO also boots from USB media.
-             "-eltorito-alt-boot", "-e", "boot/efiboot.img", "-no-emul-boot",
-             "-isohybrid-gpt-basdat",
-             "-output", str(output), str(tree)],
-            what="xorriso installer ISO")
+        run(
+            [
+                "xorriso",
+                "-as",
+                "mkisofs",
+                "-quiet",
+                "-iso-level",
+                "3",
+                "-full-iso9660-filenames",
+                "-volid",
+                VOLUME_ID,
+                "-joliet",
+                "-rational-rock",
+                "--modification-date=" + _iso_date(epoch),
+                # El Torito EFI image, plus a GPT entry for it so the ISO also boots from USB media.
+                "-eltorito-alt-boot",
+                "-e",
+                "boot/efiboot.img",
+                "-no-emul-boot",
+                "-isohybrid-gpt-basdat",
+                "-output",
+                str(output),
+                str(tree),
+            ],
+            what="xorriso installer ISO",
+        )
 
 
 def _iso_date(epoch: int) -> str:

@@ -61,42 +61,68 @@ ENTERED = ".cos-native"  # in the rootfs while the native programs are in place
 ARCHIVES = "var/cache/apt/archives"
 
 
-def build_toolbox(suite: str, deb_arch: str, apt_cache: Path, target: Path, mirror: list[str],
-                  log=print) -> Path:
+def build_toolbox(
+    suite: str, deb_arch: str, apt_cache: Path, target: Path, mirror: list[str], log=print
+) -> Path:
     """Extract (no scripts run) the host-arch packages and their dependencies, and note
     each package's version and which of its files are executables to run natively."""
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    run(["mmdebstrap", "--mode=root", "--variant=extract", f"--arch={deb_arch}",
-         f"--include={','.join([*NATIVE_PACKAGES, *OPTIONAL_LIBRARIES])}", "--skip=cleanup/apt/cache",
-         f"--setup-hook=mkdir -p \"$1\"/{ARCHIVES}",
-         f"--setup-hook=sync-in {shlex.quote(str(apt_cache))} /{ARCHIVES}",
-         f"--customize-hook=sync-out /{ARCHIVES} {shlex.quote(str(apt_cache))}",
-         suite, str(target), *mirror],
-        what=f"mmdebstrap toolbox {suite}/{deb_arch}", log=log, env=system_env())
+    run(
+        [
+            "mmdebstrap",
+            "--mode=root",
+            "--variant=extract",
+            f"--arch={deb_arch}",
+            f"--include={','.join([*NATIVE_PACKAGES, *OPTIONAL_LIBRARIES])}",
+            "--skip=cleanup/apt/cache",
+            f'--setup-hook=mkdir -p "$1"/{ARCHIVES}',
+            f"--setup-hook=sync-in {shlex.quote(str(apt_cache))} /{ARCHIVES}",
+            f"--customize-hook=sync-out /{ARCHIVES} {shlex.quote(str(apt_cache))}",
+            suite,
+            str(target),
+            *mirror,
+        ],
+        what=f"mmdebstrap toolbox {suite}/{deb_arch}",
+        log=log,
+        env=system_env(),
+    )
     versions, executables, optional = {}, {}, {}
     for deb in sorted((target / ARCHIVES).glob("*.deb")):
-        fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version"],
-                                capture_output=True, text=True, check=True).stdout.splitlines()
+        fields = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Package", "Version"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
         package, version = (line.partition(": ")[2] for line in fields[:2])
         versions[package] = version
         for package_glob, file_glob in NATIVE_PACKAGES.values():
             if fnmatch.fnmatch(package, package_glob):
-                executables[package] = [path for path in _elf_executables(deb, target)
-                                        if fnmatch.fnmatch(path, file_glob)]
+                executables[package] = [
+                    path
+                    for path in _elf_executables(deb, target)
+                    if fnmatch.fnmatch(path, file_glob)
+                ]
         if any(fnmatch.fnmatch(package, g) for g in OPTIONAL_LIBRARIES.values()):
             optional[package] = _members(deb)
     shutil.rmtree(target / ARCHIVES)
-    (target / MANIFEST).write_text(json.dumps(
-        {"versions": versions, "executables": executables, "optional": optional},
-        indent=1, sort_keys=True))
+    (target / MANIFEST).write_text(
+        json.dumps(
+            {"versions": versions, "executables": executables, "optional": optional},
+            indent=1,
+            sort_keys=True,
+        )
+    )
     return target
 
 
 def _archive(deb: Path):
     """The package's data archive, member by member, without unpacking it."""
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc, \
-            tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+    with (
+        subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc,
+        tarfile.open(fileobj=proc.stdout, mode="r|") as archive,
+    ):
         yield from archive
 
 
@@ -108,8 +134,11 @@ def _members(deb: Path) -> list[str]:
 def _has_package(root: Path, package: str) -> bool:
     """Installed, unpacked or about to be (its .deb downloaded) in the foreign rootfs."""
     info = root / "var/lib/dpkg/info"
-    return (any(info.glob(f"{package}.list")) or any(info.glob(f"{package}:*.list"))
-            or any((root / ARCHIVES).glob(f"{package}_*.deb")))
+    return (
+        any(info.glob(f"{package}.list"))
+        or any(info.glob(f"{package}:*.list"))
+        or any((root / ARCHIVES).glob(f"{package}_*.deb"))
+    )
 
 
 def _elf_executables(deb: Path, toolbox: Path) -> list[str]:
@@ -118,8 +147,12 @@ def _elf_executables(deb: Path, toolbox: Path) -> list[str]:
     for member in _archive(deb):
         path = "/" + os.path.normpath(member.name)
         folder, name = os.path.split(path)
-        if member.isreg() and member.mode & 0o111 and name not in STAYS_FOREIGN \
-                and folder in ("/usr/bin", "/usr/sbin", "/bin", "/sbin"):
+        if (
+            member.isreg()
+            and member.mode & 0o111
+            and name not in STAYS_FOREIGN
+            and folder in ("/usr/bin", "/usr/sbin", "/bin", "/sbin")
+        ):
             with open(toolbox / path.lstrip("/"), "rb") as file:
                 if file.read(4) == b"\x7fELF":
                     found.append(path)
@@ -140,24 +173,41 @@ def _native_files(toolbox: Path, host_triplet: str) -> list[str]:
             continue
         for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
             rel = os.path.normpath(os.path.join(rel_folder, name))
-            if host_triplet in rel or rel.startswith(("lib64/", "usr/lib64/")) \
-                    or name.startswith("ld-linux"):
+            if (
+                host_triplet in rel
+                or rel.startswith(("lib64/", "usr/lib64/"))
+                or name.startswith("ld-linux")
+            ):
                 chosen.append(rel)
     return sorted(chosen)
 
 
 def _chroot(root: Path, *command: str) -> None:
-    result = subprocess.run(["chroot", str(root), *command], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["chroot", str(root), *command], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
-        raise CosError(f"chroot {root} {' '.join(command)} failed (exit {result.returncode}): "
-                       f"{(result.stderr or result.stdout).strip()[-500:]}")
+        raise CosError(
+            f"chroot {root} {' '.join(command)} failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
 
 
 def _divert(root: Path, path: str, action: str) -> None:
     """The host's dpkg-divert on the rootfs's database: same format, no emulation."""
-    run(["dpkg-divert", f"--root={root}", "--quiet", "--local", "--rename",
-         *(["--divert", path + DIVERTED_SUFFIX] if action == "--add" else []), action, path],
-        what=f"dpkg-divert {action} {path}")
+    run(
+        [
+            "dpkg-divert",
+            f"--root={root}",
+            "--quiet",
+            "--local",
+            "--rename",
+            *(["--divert", path + DIVERTED_SUFFIX] if action == "--add" else []),
+            action,
+            path,
+        ],
+        what=f"dpkg-divert {action} {path}",
+    )
 
 
 def enter(root: Path, toolbox: Path, stage: str) -> None:
@@ -169,12 +219,20 @@ def enter(root: Path, toolbox: Path, stage: str) -> None:
     if stage == "extract" and any((root / ARCHIVES).glob("usrmerge_*.deb")):
         return
     manifest = _manifest(toolbox)
-    absent = {rel for package, members in manifest["optional"].items()
-              if not _has_package(root, package) for rel in members}
-    files = [rel for rel in _native_files(toolbox, get_arch(host_arch()).triplet) if rel not in absent]
+    absent = {
+        rel
+        for package, members in manifest["optional"].items()
+        if not _has_package(root, package)
+        for rel in members
+    }
+    files = [
+        rel for rel in _native_files(toolbox, get_arch(host_arch()).triplet) if rel not in absent
+    ]
     clashes = [f for f in files if os.path.lexists(root / f)]
     if clashes:
-        raise CosError(f"{root}: already has host-arch files, e.g. /{clashes[0]}; not a foreign rootfs?")
+        raise CosError(
+            f"{root}: already has host-arch files, e.g. /{clashes[0]}; not a foreign rootfs?"
+        )
     (root / ENTERED).write_text(stage + "\n")
     for rel in files:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -205,8 +263,11 @@ def leave(root: Path, toolbox: Path) -> None:
     for rel in files:
         (root / rel).unlink(missing_ok=True)  # an optional library may have stayed out
     for folder in sorted({str(Path(rel).parent) for rel in files}, key=len, reverse=True):
-        while folder not in (".", "usr", "usr/lib") and (root / folder).is_dir() \
-                and not any((root / folder).iterdir()):
+        while (
+            folder not in (".", "usr", "usr/lib")
+            and (root / folder).is_dir()
+            and not any((root / folder).iterdir())
+        ):
             (root / folder).rmdir()
             folder = str(Path(folder).parent)
     if (root / "lib64").is_symlink() and not (root / "lib64").exists():
@@ -214,8 +275,13 @@ def leave(root: Path, toolbox: Path) -> None:
     (root / ENTERED).unlink()
 
 
-def _check_foreign_tool(root: Path, path: str, info_name: str | None,
-                        versions: dict[str, str], installed: dict[str, str]) -> None:
+def _check_foreign_tool(
+    root: Path,
+    path: str,
+    info_name: str | None,
+    versions: dict[str, str],
+    installed: dict[str, str],
+) -> None:
     """The restored executable is the one dpkg installed, and its native stand-in came from
     the same source version (binNMU suffixes may differ between architectures)."""
     if info_name is None:
@@ -223,11 +289,19 @@ def _check_foreign_tool(root: Path, path: str, info_name: str | None,
     owner = info_name.split(":")[0]
     status = installed.get(owner)
     if _source_version(versions.get(owner)) != _source_version(status):
-        raise CosError(f"{root}: {owner} is {status} but the host-arch toolbox had "
-                       f"{versions.get(owner)}; the mirror changed during the build, build again")
+        raise CosError(
+            f"{root}: {owner} is {status} but the host-arch toolbox had "
+            f"{versions.get(owner)}; the mirror changed during the build, build again"
+        )
     sums = root / f"var/lib/dpkg/info/{info_name}.md5sums"
-    want = next((line.split()[0] for line in sums.read_text().splitlines()
-                 if line.endswith(" " + path.lstrip("/"))), None)
+    want = next(
+        (
+            line.split()[0]
+            for line in sums.read_text().splitlines()
+            if line.endswith(" " + path.lstrip("/"))
+        ),
+        None,
+    )
     got = hashlib.md5((root / path.lstrip("/")).read_bytes()).hexdigest()
     if want != got:
         raise CosError(f"{root}{path}: not the file {owner} installed after restoring it")
@@ -251,7 +325,11 @@ def _installed_versions(root: Path) -> dict[str, str]:
     """Package -> version of what dpkg's status database calls installed."""
     versions = {}
     for stanza in (root / "var/lib/dpkg/status").read_text().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
+        fields = dict(
+            line.split(": ", 1)
+            for line in stanza.splitlines()
+            if ": " in line and not line[0].isspace()
+        )
         if fields.get("Status", "").endswith(" installed"):
             versions[fields["Package"]] = fields.get("Version")
     return versions
@@ -262,15 +340,22 @@ def hooks(toolbox: Path) -> list[str]:
     customize hook."""
     base = f"{shlex.quote(sys.executable)} -m toolkit.native"
     box = shlex.quote(str(toolbox))
-    return [f'--extract-hook={base} enter "$1" {box} extract',
-            f'--essential-hook={base} enter "$1" {box} essential',
-            f'--customize-hook={base} leave "$1" {box}']
+    return [
+        f'--extract-hook={base} enter "$1" {box} extract',
+        f'--essential-hook={base} enter "$1" {box} essential',
+        f'--customize-hook={base} leave "$1" {box}',
+    ]
 
 
 def main(argv: list[str]) -> int:
-    usage = "usage: python -m toolkit.native enter ROOTFS TOOLBOX extract|essential | leave ROOTFS TOOLBOX"
-    if not ((argv[:1] == ["enter"] and len(argv) == 4 and argv[3] in ("extract", "essential"))
-            or (argv[:1] == ["leave"] and len(argv) == 3)):
+    usage = (
+        "usage: python -m toolkit.native enter ROOTFS TOOLBOX extract|essential"
+        " | leave ROOTFS TOOLBOX"
+    )
+    if not (
+        (argv[:1] == ["enter"] and len(argv) == 4 and argv[3] in ("extract", "essential"))
+        or (argv[:1] == ["leave"] and len(argv) == 3)
+    ):
         print(usage, file=sys.stderr)
         return 2
     try:

@@ -51,8 +51,20 @@ DEB_ARCHES = ("amd64", "arm64")
 DEFAULT_MAINTAINER = "cOS developers <cos-dev@lists.invalid>"
 SCRIPT_NAMES = ("preinst", "postinst", "prerm", "postrm")
 FIELDS = {
-    "name", "version", "architecture", "description", "maintainer", "section", "priority",
-    "depends", "provides", "conflicts", "replaces", "scripts", "conffiles", "files",
+    "name",
+    "version",
+    "architecture",
+    "description",
+    "maintainer",
+    "section",
+    "priority",
+    "depends",
+    "provides",
+    "conflicts",
+    "replaces",
+    "scripts",
+    "conffiles",
+    "files",
 }
 SKIPPED_NAMES = {"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
@@ -101,14 +113,17 @@ class PackageSpec:
 
     def tree_depends(self) -> list[str]:
         """Every `cos-` name in depends (any alternative counts)."""
-        return [name for relation in self.depends for name in relation_names(relation)
-                if name.startswith(TREE_PREFIX)]
+        return [
+            name
+            for relation in self.depends
+            for name in relation_names(relation)
+            if name.startswith(TREE_PREFIX)
+        ]
 
 
 def relation_names(relation: str) -> list[str]:
     """Package names in a relation like "a (>= 1) | b"."""
-    return [m.group("name") for alt in relation.split("|")
-            if (m := RELATION_RE.match(alt.strip()))]
+    return [m.group("name") for alt in relation.split("|") if (m := RELATION_RE.match(alt.strip()))]
 
 
 def _relations(fields: Fields, key: str, alternatives: bool) -> list[str]:
@@ -121,8 +136,10 @@ def _relations(fields: Fields, key: str, alternatives: bool) -> list[str]:
             fields.fail(f"{key}[{index}]", f"alternatives (|) are not allowed here: {value!r}")
         for alt in alts:
             if not RELATION_RE.match(alt.strip()):
-                fields.fail(f"{key}[{index}]",
-                            f"not a Debian relation like 'name' or 'name (>= 1.0)': {value!r}")
+                fields.fail(
+                    f"{key}[{index}]",
+                    f"not a Debian relation like 'name' or 'name (>= 1.0)': {value!r}",
+                )
     return [" | ".join(alt.strip() for alt in value.split("|")) for value in values]
 
 
@@ -152,7 +169,7 @@ def _mode(value: Any, fields: Fields, where: str) -> int | None:
         return None
     if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value):
         # Unquoted 0755 is read by YAML as the integer 493: insist on the quoted form.
-        fields.fail(where, f"must be a quoted octal string like \"0755\", got {value!r}")
+        fields.fail(where, f'must be a quoted octal string like "0755", got {value!r}')
     return int(value, 8)
 
 
@@ -170,8 +187,13 @@ def _files(folder: Path, fields: Fields) -> list[FileSpec]:
             if key not in item:
                 fields.fail(f"{where}.{key}", "is required")
         src = _inside(folder, item["src"], fields, f"{where}.src")
-        specs.append(FileSpec(src, _dest(item["dest"], fields, f"{where}.dest"),
-                              _mode(item.get("mode"), fields, f"{where}.mode")))
+        specs.append(
+            FileSpec(
+                src,
+                _dest(item["dest"], fields, f"{where}.dest"),
+                _mode(item.get("mode"), fields, f"{where}.mode"),
+            )
+        )
     return specs
 
 
@@ -179,7 +201,9 @@ def _scripts(folder: Path, fields: Fields) -> dict[str, Path]:
     scripts: dict[str, Path] = {}
     for key, rel in fields.string_map("scripts", {}).items():
         if key not in SCRIPT_NAMES:
-            fields.fail(f"scripts.{key}", f"unknown maintainer script; valid: {', '.join(SCRIPT_NAMES)}")
+            fields.fail(
+                f"scripts.{key}", f"unknown maintainer script; valid: {', '.join(SCRIPT_NAMES)}"
+            )
         path = _inside(folder, rel, fields, f"scripts.{key}")
         if not path.is_file():
             fields.fail(f"scripts.{key}", f"{path} is not a file")
@@ -198,8 +222,11 @@ def load_package(folder: Path) -> PackageSpec:
 
     name = fields.string("name")
     if not NAME_RE.match(name):
-        fields.fail("name", f"{name!r} is not a Debian package name "
-                            "(lowercase letters, digits, + - ., at least 2 characters)")
+        fields.fail(
+            "name",
+            f"{name!r} is not a Debian package name "
+            "(lowercase letters, digits, + - ., at least 2 characters)",
+        )
     if name != folder.name:
         fields.fail("name", f"{name!r} must equal the folder name {folder.name!r}")
 
@@ -216,23 +243,37 @@ def load_package(folder: Path) -> PackageSpec:
     if not description or not description.splitlines()[0].strip():
         fields.fail("description", "must start with a one-line synopsis")
 
-    single_line = {key: fields.string(key, default) for key, default in
-                   (("maintainer", DEFAULT_MAINTAINER), ("section", "admin"),
-                    ("priority", "optional"))}
+    single_line = {
+        key: fields.string(key, default)
+        for key, default in (
+            ("maintainer", DEFAULT_MAINTAINER),
+            ("section", "admin"),
+            ("priority", "optional"),
+        )
+    }
     for key, value in single_line.items():
         if not value.strip() or "\n" in value:
             fields.fail(key, f"must be one non-empty line, got {value!r}")
 
     files = _files(folder, fields)
-    conffiles = [_dest(value, fields, f"conffiles[{i}]")
-                 for i, value in enumerate(fields.string_list("conffiles", []))]
+    conffiles = [
+        _dest(value, fields, f"conffiles[{i}]")
+        for i, value in enumerate(fields.string_list("conffiles", []))
+    ]
     return PackageSpec(
-        name=name, version=version, architecture=architecture, description=description,
-        depends=_relations(fields, "depends", alternatives=True), folder=folder,
+        name=name,
+        version=version,
+        architecture=architecture,
+        description=description,
+        depends=_relations(fields, "depends", alternatives=True),
+        folder=folder,
         provides=_relations(fields, "provides", alternatives=False),
         conflicts=_relations(fields, "conflicts", alternatives=False),
         replaces=_relations(fields, "replaces", alternatives=False),
-        scripts=_scripts(folder, fields), conffiles=conffiles, files=files, **single_line,
+        scripts=_scripts(folder, fields),
+        conffiles=conffiles,
+        files=files,
+        **single_line,
     )
 
 
@@ -245,7 +286,7 @@ def _dependency_order(specs: dict[str, PackageSpec]) -> list[PackageSpec]:
         if name in done:
             return
         if name in stack:
-            cycle = stack[stack.index(name):] + [name]
+            cycle = stack[stack.index(name) :] + [name]
             raise CosError(f"dependency cycle among packages: {' -> '.join(cycle)}")
         stack.append(name)
         for dep in sorted(set(specs[name].tree_depends())):
@@ -268,17 +309,22 @@ def load_tree(packages_dir: Path = paths.PACKAGES_DIR) -> list[PackageSpec]:
         if not folder.is_dir() or folder.name.startswith(".") or folder.name in SKIPPED_NAMES:
             continue
         if not (folder / SPEC_FILE).is_file():
-            raise CosError(f"{folder}: no {SPEC_FILE} (every folder in {packages_dir} is a package)")
+            raise CosError(
+                f"{folder}: no {SPEC_FILE} (every folder in {packages_dir} is a package)"
+            )
         spec = load_package(folder)
         specs[spec.name] = spec
 
-    provided = {name for spec in specs.values() for rel in spec.provides
-                for name in relation_names(rel)}
+    provided = {
+        name for spec in specs.values() for rel in spec.provides for name in relation_names(rel)
+    }
     for spec in specs.values():
         for dep in spec.tree_depends():
             if dep not in specs and dep not in provided:
-                raise CosError(f"{SPEC_FILE} of {spec.name} ({spec.spec_file}): "
-                               f"depends on unknown package {dep}")
+                raise CosError(
+                    f"{SPEC_FILE} of {spec.name} ({spec.spec_file}): "
+                    f"depends on unknown package {dep}"
+                )
     return _dependency_order(specs)
 
 
@@ -320,13 +366,17 @@ def package_entries(spec: PackageSpec) -> list[DebEntry]:
         for entry in _walk(item.src, item.dest, item.mode, spec):
             other = entries.get(entry.path)
             if other is not None and not (other.is_dir and entry.is_dir):
-                raise CosError(f"{spec.spec_file}: field 'files[{index}]': installs "
-                               f"{entry.path}, which an earlier files item already installs")
+                raise CosError(
+                    f"{spec.spec_file}: field 'files[{index}]': installs "
+                    f"{entry.path}, which an earlier files item already installs"
+                )
             entries[entry.path] = entry
     for index, path in enumerate(spec.conffiles):
         if path not in entries or entries[path].data is None:
-            raise CosError(f"{spec.spec_file}: field 'conffiles[{index}]': {path} is not a "
-                           "regular file installed by 'files'")
+            raise CosError(
+                f"{spec.spec_file}: field 'conffiles[{index}]': {path} is not a "
+                "regular file installed by 'files'"
+            )
     return list(entries.values())
 
 
@@ -339,8 +389,12 @@ def control_fields(spec: PackageSpec, arch: str) -> dict[str, str]:
         "Section": spec.section,
         "Priority": spec.priority,
     }
-    for key, values in (("Depends", spec.depends), ("Provides", spec.provides),
-                        ("Conflicts", spec.conflicts), ("Replaces", spec.replaces)):
+    for key, values in (
+        ("Depends", spec.depends),
+        ("Provides", spec.provides),
+        ("Conflicts", spec.conflicts),
+        ("Replaces", spec.replaces),
+    ):
         if values:
             fields[key] = ", ".join(values)
     fields["Description"] = spec.description
@@ -352,8 +406,9 @@ def deb_filename(spec: PackageSpec, arch: str) -> str:
     return f"{spec.name}_{version}_{arch}.deb"
 
 
-def _inputs_hash(spec: PackageSpec, entries: list[DebEntry], scripts: dict[str, bytes],
-                 epoch: int) -> str:
+def _inputs_hash(
+    spec: PackageSpec, entries: list[DebEntry], scripts: dict[str, bytes], epoch: int
+) -> str:
     """Everything that goes into the package's .deb files, including this builder's code."""
     digest = hashlib.sha256()
 
@@ -365,8 +420,12 @@ def _inputs_hash(spec: PackageSpec, entries: list[DebEntry], scripts: dict[str, 
     add(BUILD_FORMAT, str(epoch), spec.spec_file.read_bytes())
     add(Path(__file__).read_bytes(), Path(debfile.__file__).read_bytes())
     for entry in sorted(entries, key=lambda e: e.path):
-        add(entry.path, oct(entry.mode), entry.link or "", entry.data if entry.data is not None
-            else b"<dir>")
+        add(
+            entry.path,
+            oct(entry.mode),
+            entry.link or "",
+            entry.data if entry.data is not None else b"<dir>",
+        )
     for name in sorted(scripts):
         add(name, scripts[name])
     return digest.hexdigest()
@@ -384,8 +443,9 @@ def _build_package(spec: PackageSpec, debs_dir: Path, epoch: int) -> tuple[list[
         if not (deb.is_file() and stamp.is_file() and stamp.read_text().strip() == digest):
             stamp.unlink(missing_ok=True)  # deb and stamp never disagree, even if we die here
             try:
-                debfile.write_deb(deb, control_fields(spec, arch), entries, scripts,
-                                  spec.conffiles, epoch)
+                debfile.write_deb(
+                    deb, control_fields(spec, arch), entries, scripts, spec.conffiles, epoch
+                )
             except CosError as exc:
                 raise CosError(f"{spec.spec_file}: {exc}") from None
             stamp.write_text(digest + "\n")
@@ -436,5 +496,6 @@ def build_repository(
         log(f"wrote repository {out_dir} ({len(debs)} .deb files, key {key.fingerprint[-16:]})")
     else:
         log(f"repository {out_dir} up to date")
-    return RepoBuild(out_dir, published.keyring, built, reused, published.content_hash,
-                     published.changed)
+    return RepoBuild(
+        out_dir, published.keyring, built, reused, published.content_hash, published.changed
+    )

@@ -29,8 +29,11 @@ def push_signed(layout: Path, repository: str, tag: str) -> Published:
 
 def push_image(image: ImageBuild, address: str, tag: str | None = None, log=print) -> Published:
     """One arch's image as <flavor>:<version>-<arch> (or `tag`)."""
-    published = push_signed(image.oci_layout, repository_for(address, image.flavor.name),
-                            tag or f"{image.flavor.version}-{image.arch.name}")
+    published = push_signed(
+        image.oci_layout,
+        repository_for(address, image.flavor.name),
+        tag or f"{image.flavor.version}-{image.arch.name}",
+    )
     log(f"pushed {published.reference}@{published.digest[:19]}… and its signature")
     return published
 
@@ -39,6 +42,8 @@ def push_index(images: list[ImageBuild], index_layout: Path, address: str, log=p
     """The multi-arch index `build` wrote (build_multiarch_index) as <flavor>:<version>."""
     flavor = images[0].flavor
     published = push_signed(index_layout, repository_for(address, flavor.name), flavor.version)
-    log(f"pushed {published.reference}@{published.digest[:19]}… (index of {len(images)} arches) "
-        "and its signature")
+    log(
+        f"pushed {published.reference}@{published.digest[:19]}… (index of {len(images)} arches) "
+        "and its signature"
+    )
     return published

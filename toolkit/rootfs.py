@@ -39,15 +39,18 @@ def defer_tools_hook() -> str:
     """Essential hook: divert each deferred tool and leave a no-op in its place."""
     lines = []
     for tool in DEFERRED_TOOLS:
-        lines.append(f'chroot "$1" dpkg-divert --quiet --local --rename --divert {tool}{DEFERRED_SUFFIX} --add {tool}')
+        divert = f"--divert {tool}{DEFERRED_SUFFIX} --add {tool}"
+        lines.append(f'chroot "$1" dpkg-divert --quiet --local --rename {divert}')
         lines.append(f'printf "#!/bin/sh\\nexit 0\\n" > "$1"{tool} && chmod 755 "$1"{tool}')
     return "; ".join(lines)
 
 
 def restore_tools_hook() -> str:
     """Customize hook: the real tools back in place, as their packages installed them."""
-    return "; ".join(f'rm -f "$1"{tool} && chroot "$1" dpkg-divert --quiet --local --rename --remove {tool}'
-                     for tool in DEFERRED_TOOLS)
+    return "; ".join(
+        f'rm -f "$1"{tool} && chroot "$1" dpkg-divert --quiet --local --rename --remove {tool}'
+        for tool in DEFERRED_TOOLS
+    )
 
 
 def run_deferred_tools(rootfs: Path, log=print) -> None:
@@ -55,14 +58,17 @@ def run_deferred_tools(rootfs: Path, log=print) -> None:
     updater = rootfs / "usr/sbin/update-ca-certificates"
     if updater.is_file():
         # The image's own (shell) updater with the host's shell, sed and openssl.
-        run(["sh", str(updater), "--sysroot", str(rootfs), "--hooksdir", ""],
-            what="update-ca-certificates (native)", log=log)
+        run(
+            ["sh", str(updater), "--sysroot", str(rootfs), "--hooksdir", ""],
+            what="update-ca-certificates (native)",
+            log=log,
+        )
         certs = rootfs / "etc/ssl/certs"
         for link in certs.iterdir():
             target = os.readlink(link) if link.is_symlink() else ""
             if target.startswith(f"{rootfs}/"):  # --sysroot writes host paths into links
                 link.unlink()
-                link.symlink_to("/" + target[len(str(rootfs)):].lstrip("/"))
+                link.symlink_to("/" + target[len(str(rootfs)) :].lstrip("/"))
 
 
 def mirror() -> list[str]:
@@ -71,38 +77,56 @@ def mirror() -> list[str]:
     return [value] if value else []
 
 
-def mmdebstrap_command(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
-                       apt_cache: Path, output_format: str = "directory",
-                       accelerated: bool = True, toolbox: Path | None = None) -> list[str]:
+def mmdebstrap_command(
+    flavor: Flavor,
+    arch: Arch,
+    repo_dir: Path,
+    keyring: Path,
+    target: Path,
+    apt_cache: Path,
+    output_format: str = "directory",
+    accelerated: bool = True,
+    toolbox: Path | None = None,
+) -> list[str]:
     """`accelerated=False` is plain mmdebstrap of the same set (bench's baseline): no
     debconf skip, no deferred tools. `toolbox`: host-arch tools for a foreign build."""
-    speedups = [
-        # debconf's preconfiguration runs Perl over every package under qemu-user (over
-        # half a minute for arm64) to ask questions a noninteractive build never shows.
-        "--aptopt=#clear DPkg::Pre-Install-Pkgs;",
-        f"--essential-hook={defer_tools_hook()}",
-        f"--customize-hook={restore_tools_hook()}",
-    ] if accelerated else []
+    speedups = (
+        [
+            # debconf's preconfiguration runs Perl over every package under qemu-user (over
+            # half a minute for arm64) to ask questions a noninteractive build never shows.
+            "--aptopt=#clear DPkg::Pre-Install-Pkgs;",
+            f"--essential-hook={defer_tools_hook()}",
+            f"--customize-hook={restore_tools_hook()}",
+        ]
+        if accelerated
+        else []
+    )
     if accelerated and toolbox is not None:
         speedups += native.hooks(toolbox)
     # copy: (not file:) puts our .debs into the chroot's archive folder, where dpkg sees them.
     cos_source = f"deb [signed-by={keyring}] copy://{repo_dir} cos main"
     return [
-        "mmdebstrap", "--mode=root", "--variant=apt", f"--format={output_format}",
+        "mmdebstrap",
+        "--mode=root",
+        "--variant=apt",
+        f"--format={output_format}",
         f"--arch={arch.deb}",
         f"--components={','.join(flavor.components)}",
         f"--include={','.join(flavor.packages_for(arch.name) + [arch.grub_efi_package])}",
         *[f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES],
         # The apt archive cache lives outside the checkout: a second build downloads nothing.
         "--skip=essential/unlink",
-        f"--setup-hook=mkdir -p {shlex.quote(str(apt_cache))} \"$1\"/var/cache/apt/archives/",
+        f'--setup-hook=mkdir -p {shlex.quote(str(apt_cache))} "$1"/var/cache/apt/archives/',
         f"--setup-hook=sync-in {shlex.quote(str(apt_cache))} /var/cache/apt/archives/",
-        f"--setup-hook=echo {shlex.quote(cos_source)} > \"$1\"/etc/apt/sources.list.d/cos.list",
-        "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/cos-*.deb",
+        f'--setup-hook=echo {shlex.quote(cos_source)} > "$1"/etc/apt/sources.list.d/cos.list',
+        '--customize-hook=rm -f "$1"/var/cache/apt/archives/cos-*.deb',
         f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(apt_cache))}",
-        "--customize-hook=rm -f \"$1\"/etc/apt/sources.list.d/cos.list \"$1\"/etc/apt/apt.conf.d/99mmdebstrap",
+        '--customize-hook=rm -f "$1"/etc/apt/sources.list.d/cos.list'
+        ' "$1"/etc/apt/apt.conf.d/99mmdebstrap',
         *speedups,
-        flavor.suite, str(target), *mirror(),
+        flavor.suite,
+        str(target),
+        *mirror(),
     ]
 
 
@@ -114,15 +138,17 @@ def os_release(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
         if "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
             fields[key] = "".join(shlex.split(value))
-    fields.update({
-        "PRETTY_NAME": f"cOS {flavor.version} ({fields.get('PRETTY_NAME', 'Debian')})",
-        "VARIANT": f"cOS {flavor.name}",
-        "VARIANT_ID": flavor.name,
-        "IMAGE_ID": f"cos-{flavor.name}",
-        "IMAGE_VERSION": flavor.version,
-        "BUILD_ID": build_id,
-        "COS_ARCH": arch.name,
-    })
+    fields.update(
+        {
+            "PRETTY_NAME": f"cOS {flavor.version} ({fields.get('PRETTY_NAME', 'Debian')})",
+            "VARIANT": f"cOS {flavor.name}",
+            "VARIANT_ID": flavor.name,
+            "IMAGE_ID": f"cos-{flavor.name}",
+            "IMAGE_VERSION": flavor.version,
+            "BUILD_ID": build_id,
+            "COS_ARCH": arch.name,
+        }
+    )
     escape = str.maketrans({c: "\\" + c for c in '"\\$`'})
     path.write_text("".join(f'{k}="{v.translate(escape)}"\n' for k, v in fields.items()))
 
@@ -148,8 +174,11 @@ def finish(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
         key.unlink()
     mark_updated(rootfs)
     shadow = (rootfs / "etc/shadow").read_text()
-    if any(line.split(":")[1] not in ("*", "!", "!*", "") for line in shadow.splitlines()
-           if line.startswith("root:")):
+    if any(
+        line.split(":")[1] not in ("*", "!", "!*", "")
+        for line in shadow.splitlines()
+        if line.startswith("root:")
+    ):
         raise CosError(f"{rootfs}/etc/shadow: root has a password; cOS images must carry none")
 
 
@@ -166,7 +195,9 @@ def mark_updated(rootfs: Path) -> None:
 def kernel_version(rootfs: Path) -> str:
     versions = sorted(p.name for p in (rootfs / "usr/lib/modules").iterdir() if p.is_dir())
     if len(versions) != 1:
-        raise CosError(f"{rootfs}: expected exactly one kernel in /usr/lib/modules, found {versions}")
+        raise CosError(
+            f"{rootfs}: expected exactly one kernel in /usr/lib/modules, found {versions}"
+        )
     return versions[0]
 
 
@@ -176,16 +207,28 @@ def apt_cache_for(flavor: Flavor, arch: Arch) -> Path:
     return cache
 
 
-def build_rootfs(flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path,
-                 log=print) -> None:
+def build_rootfs(
+    flavor: Flavor, arch: Arch, repo_dir: Path, keyring: Path, target: Path, log=print
+) -> None:
     toolbox = None
     host = get_arch(host_arch())
     if arch != host:
-        toolbox = native.build_toolbox(flavor.suite, host.deb, apt_cache_for(flavor, host),
-                                       paths.build_dir() / "toolbox" / f"{flavor.suite}-{host.deb}",
-                                       mirror(), log=log)
-    command = mmdebstrap_command(flavor, arch, repo_dir, keyring, target, apt_cache_for(flavor, arch),
-                                 toolbox=toolbox)
-    run(command, what=f"mmdebstrap {flavor.suite}/{arch.deb}", log=log, progress=True,
-        env=system_env())
+        toolbox = native.build_toolbox(
+            flavor.suite,
+            host.deb,
+            apt_cache_for(flavor, host),
+            paths.build_dir() / "toolbox" / f"{flavor.suite}-{host.deb}",
+            mirror(),
+            log=log,
+        )
+    command = mmdebstrap_command(
+        flavor, arch, repo_dir, keyring, target, apt_cache_for(flavor, arch), toolbox=toolbox
+    )
+    run(
+        command,
+        what=f"mmdebstrap {flavor.suite}/{arch.deb}",
+        log=log,
+        progress=True,
+        env=system_env(),
+    )
     run_deferred_tools(target, log=log)

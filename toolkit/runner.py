@@ -7,13 +7,26 @@ from collections import deque
 from toolkit.errors import CosError
 
 
-def run(command: list[str], *, what: str, log=print, progress: bool = False,
-        env: dict | None = None, input: bytes | None = None) -> str:
+def run(
+    command: list[str],
+    *,
+    what: str,
+    log=print,
+    progress: bool = False,
+    env: dict | None = None,
+    input: bytes | None = None,
+) -> str:
     """Run `command`; on failure raise CosError with `what` and the tail of its output."""
     try:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                env=env, text=True, errors="replace")
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            env=env,
+            text=True,
+            errors="replace",
+        )
     except FileNotFoundError:
         raise CosError(f"{what}: tool {command[0]!r} not found; run `invoke setup`") from None
     if input is not None:

@@ -19,7 +19,9 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise CosError(f"{path}:{where}: malformed YAML: {problem}") from None
     if not isinstance(data, dict):
-        raise CosError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+        raise CosError(
+            f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -36,14 +38,18 @@ class Fields:
     def fail(self, field: str, message: str) -> None:
         raise CosError(f"{self.path}: field '{field}': {message}")
 
-    def get(self, field: str, kind: type | tuple[type, ...], default: Any = ..., required: bool = False):
+    def get(
+        self, field: str, kind: type | tuple[type, ...], default: Any = ..., required: bool = False
+    ):
         if field not in self.data or self.data[field] is None:
             if required or default is ...:
                 self.fail(field, "is required")
             return default
         value = self.data[field]
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            names = (
+                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            )
             self.fail(field, f"must be {names}, got {value!r}")
         return value
 

@@ -43,6 +43,7 @@ UNIT_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 30.0
 FIRMWARE_TIMEOUT = 15.0  # to UEFI's boot manager: 4.5-6 s under TCG on an idle 2-core host
 
+
 # Under TCG, 2 vCPUs run as two host threads (MTTCG). Measured to SSH on a 2-core host:
 # x86_64 1 vCPU 55-62 s, 2 vCPUs 32-33 s; aarch64 1 vCPU 63-66 s, 2 vCPUs 50 s.
 def default_vcpus(machines_at_once: int | None = None) -> int:
@@ -255,9 +256,12 @@ class Machine:
                 raise
             # A machine's first boot can be repeated exactly: same fresh disks, seed and
             # firmware variables. Later boots carry state a scenario depends on: never.
-            warnings.warn(f"{self.name}: the guest kernel died in live code patching "
-                          "(QEMU multi-threaded TCG race, see vm/health.py); booting it "
-                          "again from fresh disks", stacklevel=2)
+            warnings.warn(
+                f"{self.name}: the guest kernel died in live code patching "
+                "(QEMU multi-threaded TCG race, see vm/health.py); booting it "
+                "again from fresh disks",
+                stacklevel=2,
+            )
             self.emulator_retries += 1
             self.power_cut()
             self._prepared = False  # start() makes the files anew
@@ -289,16 +293,21 @@ class Machine:
         try:
             self._create_domain(connect(self.uri))
         except libvirt.libvirtError as exc:
-            raise VmError(f"starting {self.name} again {why} failed: "
-                          f"{exc.get_error_message() or exc}") from None
+            raise VmError(
+                f"starting {self.name} again {why} failed: {exc.get_error_message() or exc}"
+            ) from None
 
     @property
     def _cold_reboots(self) -> bool:
         return not self.options.keep  # only a live owner can start a kept machine again
 
     def _hit_emulator_patch_race(self) -> bool:
-        return (self.accel.name == "tcg" and not self.boot_history and self.emulator_retries == 0
-                and bool(health.EMULATOR_PATCH_RACE.search(self.console.read(self._boot_offset))))
+        return (
+            self.accel.name == "tcg"
+            and not self.boot_history
+            and self.emulator_retries == 0
+            and bool(health.EMULATOR_PATCH_RACE.search(self.console.read(self._boot_offset)))
+        )
 
     def _begin_boot(self, reboot: bool = False) -> None:
         self._close_ssh()
@@ -434,8 +443,11 @@ class Machine:
             return None
         if self.firmware_restarts:
             return f"the firmware of {self.name} printed nothing within {limit:.0f} s, twice"
-        warnings.warn(f"{self.name}: the firmware printed nothing within {limit:.0f} s; "
-                      "powering it off and on once", stacklevel=2)
+        warnings.warn(
+            f"{self.name}: the firmware printed nothing within {limit:.0f} s; "
+            "powering it off and on once",
+            stacklevel=2,
+        )
         self.firmware_restarts += 1
         self._start_same_domain_again("after its firmware stalled")
         return None
@@ -662,7 +674,8 @@ class Machine:
                     else "no attempt finished"
                 )
                 raise CommandFailed(
-                    f"{self.name}: {command!r} did not succeed within {limit:.0f} s; last try: {out}",
+                    f"{self.name}: {command!r} did not succeed within {limit:.0f} s; "
+                    f"last try: {out}",
                     command,
                     last.rc if last else -1,
                     last.stdout if last else "",

@@ -156,15 +156,15 @@ def list_(c, uri=None):
             who = "untagged"
         else:
             status = "orphaned" if dom.orphaned else "owner alive"
-            who = f"run {dom.owner.run_id} pid {dom.owner.pid} ({status}{', kept' if dom.owner.keep else ''})"
+            kept_note = ", kept" if dom.owner.keep else ""
+            who = f"run {dom.owner.run_id} pid {dom.owner.pid} ({status}{kept_note})"
         extra = f"  ssh port {kept[dom.name].ssh_port}" if dom.name in kept else ""
         print(f"{dom.name:32} {'running' if dom.active else 'stopped':8} {who}{extra}")
     running = {d.name for d in domains}
     for m in kept.values():
         if m.domain not in running:
-            print(
-                f"{m.domain:32} {'gone':8} state {state.state_file(m.name)} (`invoke vm.down --name {m.name}`)"
-            )
+            hint = f"`invoke vm.down --name {m.name}`"
+            print(f"{m.domain:32} {'gone':8} state {state.state_file(m.name)} ({hint})")
 
 
 @task(help={"uri": "libvirt URI", "all": "also machines started by vm.up / --keep-vms"})

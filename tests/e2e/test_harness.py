@@ -155,7 +155,8 @@ import sys, time
 from vm.images import built_disk
 from vm.machine import Machine, MachineOptions
 
-m = Machine(sys.argv[1], MachineOptions(arch=sys.argv[2], image=built_disk(sys.argv[3], sys.argv[2])))
+name, arch, flavor = sys.argv[1:4]
+m = Machine(name, MachineOptions(arch=arch, image=built_disk(flavor, arch)))
 m.start(wait=False)
 print("STARTED", m.name, m.workdir, m.ssh_port, flush=True)
 time.sleep(3600)

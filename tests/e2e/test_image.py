@@ -78,8 +78,8 @@ def test_agents_at_once_share_the_boot_partition(shared_machine):
     user or a test calls `cos`): each waits its turn for the mount, none fails."""
     m = shared_machine
     jobs = "; ".join(
-        f"cos status --json >/dev/null & pids=\"$pids $!\"; "
-        f"{SET_GRUBENV} cos_probe={i} & pids=\"$pids $!\""
+        f'cos status --json >/dev/null & pids="$pids $!"; '
+        f'{SET_GRUBENV} cos_probe={i} & pids="$pids $!"'
         for i in range(6)
     )
     m.succeed(f"pids=; {jobs}; rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc")
@@ -121,8 +121,9 @@ def test_persistence_across_reboot(machine_factory):
     size = int(m.succeed("blockdev --getsize64 /dev/vda5").strip())
     assert size > 2 << 30
     # and its file system with it (df would subtract ext4's metadata, which varies)
-    fields = dict(line.split(":", 1) for line in m.succeed("tune2fs -l /dev/vda5").splitlines()
-                  if ":" in line)
+    fields = dict(
+        line.split(":", 1) for line in m.succeed("tune2fs -l /dev/vda5").splitlines() if ":" in line
+    )
     fs_bytes = int(fields["Block count"]) * int(fields["Block size"])
     assert size - fs_bytes < size // 100, (size, fs_bytes)
 

@@ -30,14 +30,20 @@ def keys_dir(tmp_path_factory) -> Path:
 def write_tree(tree: Path) -> Path:
     """cos-agent (any, depends on cos-base) and cos-base (all)."""
     for name, yaml_text, files in [
-        ("cos-base", """\
+        (
+            "cos-base",
+            """\
             name: cos-base
             version: 1.0.0
             architecture: all
             description: Base files
             files: [{src: motd, dest: /etc/cos/motd}]
-            """, {"motd": "hello\n"}),
-        ("cos-agent", """\
+            """,
+            {"motd": "hello\n"},
+        ),
+        (
+            "cos-agent",
+            """\
             name: cos-agent
             version: 0.3.0
             architecture: any
@@ -46,7 +52,9 @@ def write_tree(tree: Path) -> Path:
               Runs in the guest.
             depends: [cos-base, "python3 (>= 3.11)"]
             files: [{src: cos, dest: /usr/bin/cos}]
-            """, {"cos": "#!/bin/sh\necho cos\n"}),
+            """,
+            {"cos": "#!/bin/sh\necho cos\n"},
+        ),
     ]:
         folder = tree / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -57,23 +65,34 @@ def write_tree(tree: Path) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
 def built(tmp_path, keys_dir):
     lines: list[str] = []
-    result = build_repository(write_tree(tmp_path / "packages"), tmp_path / "out" / "repo",
-                              keys_dir, log=lines.append)
+    result = build_repository(
+        write_tree(tmp_path / "packages"), tmp_path / "out" / "repo", keys_dir, log=lines.append
+    )
     return result, lines
 
 
 def apt_get(repo: Path, keyring: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
     """apt-get in a private apt root that knows only `repo`; nothing of the host's apt state."""
-    for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
-                "etc/apt/trusted.gpg.d", "var/lib/apt/lists/partial",
-                "var/cache/apt/archives/partial", "var/lib/dpkg", "download"):
+    for sub in (
+        "etc/apt/apt.conf.d",
+        "etc/apt/preferences.d",
+        "etc/apt/sources.list.d",
+        "etc/apt/trusted.gpg.d",
+        "var/lib/apt/lists/partial",
+        "var/cache/apt/archives/partial",
+        "var/lib/dpkg",
+        "download",
+    ):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "var/lib/dpkg/status").touch()
     sources = root / "etc/apt/sources.list"
@@ -91,21 +110,35 @@ def apt_get(repo: Path, keyring: Path, root: Path, *args: str) -> subprocess.Com
         "APT::Sandbox::User": "root",  # the _apt user cannot read pytest's 0700 tmp dirs
     }
     cmd = ["apt-get", "-q"] + [arg for k, v in options.items() for arg in ("-o", f"{k}={v}")]
-    return subprocess.run([*cmd, *args], cwd=root / "download", capture_output=True, text=True,
-                          check=False, env={"APT_CONFIG": str(root / "apt.conf"), "PATH": "/usr/bin:/bin",
-                               "LC_ALL": "C"})
+    return subprocess.run(
+        [*cmd, *args],
+        cwd=root / "download",
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"APT_CONFIG": str(root / "apt.conf"), "PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+    )
 
 
 def test_layout_and_release(built):
     result, _ = built
     repo = result.repo_dir
     assert result.keyring == repo / "cos-archive-keyring.gpg" and result.keyring.is_file()
-    assert (repo / "cos-archive-keyring.asc").read_text().startswith(
-        "-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert (
+        (repo / "cos-archive-keyring.asc")
+        .read_text()
+        .startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    )
     dists = repo / "dists" / "cos"
     release = (dists / "Release").read_text()
-    for line in ("Origin: cOS", "Suite: cos", "Codename: cos", "Architectures: amd64 arm64",
-                 "Components: main", "Date: Mon, 01 Jan 2024 00:00:00 UTC"):
+    for line in (
+        "Origin: cOS",
+        "Suite: cos",
+        "Codename: cos",
+        "Architectures: amd64 arm64",
+        "Components: main",
+        "Date: Mon, 01 Jan 2024 00:00:00 UTC",
+    ):
         assert line in release.splitlines()
     assert "MD5Sum:" in release and "SHA256:" in release
     # Every index named in Release is there with the stated size and hash.
@@ -135,8 +168,9 @@ def test_second_build_changes_nothing(built, keys_dir, tmp_path):
     debs_before = snapshot(tmp_path / "out" / "debs")
 
     lines = []
-    second = build_repository(tmp_path / "packages", tmp_path / "out" / "repo", keys_dir,
-                              log=lines.append)
+    second = build_repository(
+        tmp_path / "packages", tmp_path / "out" / "repo", keys_dir, log=lines.append
+    )
     assert second.built == [] and sorted(second.reused) == ["cos-agent", "cos-base"]
     assert "nothing to rebuild: 2 packages up to date" in lines
     assert second.inputs_hash == first.inputs_hash and not second.index_written
@@ -146,8 +180,9 @@ def test_second_build_changes_nothing(built, keys_dir, tmp_path):
 
 def test_debs_are_reproducible_across_build_dirs(built, keys_dir, tmp_path):
     first, _ = built
-    other = build_repository(tmp_path / "packages", tmp_path / "other" / "repo", keys_dir,
-                             log=lambda line: None)
+    other = build_repository(
+        tmp_path / "packages", tmp_path / "other" / "repo", keys_dir, log=lambda line: None
+    )
     for deb in (tmp_path / "out" / "debs").glob("*.deb"):
         assert deb.read_bytes() == (tmp_path / "other" / "debs" / deb.name).read_bytes()
     # Same content and key: same hash, although the signatures carry other timestamps.
@@ -157,16 +192,19 @@ def test_debs_are_reproducible_across_build_dirs(built, keys_dir, tmp_path):
 def test_changed_package_rebuilds_only_itself(built, keys_dir, tmp_path):
     first, _ = built
     (tmp_path / "packages" / "cos-base" / "motd").write_text("changed\n")
-    second = build_repository(tmp_path / "packages", tmp_path / "out" / "repo", keys_dir,
-                              log=lambda line: None)
+    second = build_repository(
+        tmp_path / "packages", tmp_path / "out" / "repo", keys_dir, log=lambda line: None
+    )
     assert second.built == ["cos-base"] and second.reused == ["cos-agent"]
     assert second.index_written and second.inputs_hash != first.inputs_hash
 
     shutil.rmtree(tmp_path / "packages" / "cos-agent")
     (tmp_path / "packages" / "cos-base" / "package.yaml").write_text(
-        "name: cos-base\nversion: 1.0.1\narchitecture: all\ndescription: Base\n")
-    third = build_repository(tmp_path / "packages", tmp_path / "out" / "repo", keys_dir,
-                             log=lambda line: None)
+        "name: cos-base\nversion: 1.0.1\narchitecture: all\ndescription: Base\n"
+    )
+    third = build_repository(
+        tmp_path / "packages", tmp_path / "out" / "repo", keys_dir, log=lambda line: None
+    )
     assert third.built == ["cos-base"]
     assert [p.name for p in (tmp_path / "out" / "debs").glob("*.deb")] == ["cos-base_1.0.1_all.deb"]
     assert sorted(p.name for p in third.repo_dir.rglob("*.deb")) == ["cos-base_1.0.1_all.deb"]
@@ -181,7 +219,9 @@ def test_apt_updates_and_downloads(built, tmp_path):
     download = apt_get(result.repo_dir, result.keyring, root, "download", "cos-agent", "cos-base")
     assert download.returncode == 0, download.stdout + download.stderr
     assert sorted(p.name for p in (root / "download").iterdir()) == [
-        "cos-agent_0.3.0_amd64.deb", "cos-base_1.0.0_all.deb"]
+        "cos-agent_0.3.0_amd64.deb",
+        "cos-base_1.0.0_all.deb",
+    ]
     pool = result.repo_dir / "pool/main/c/cos-agent/cos-agent_0.3.0_amd64.deb"
     assert (root / "download" / "cos-agent_0.3.0_amd64.deb").read_bytes() == pool.read_bytes()
 

@@ -16,8 +16,10 @@ def test_missing_tool_says_how_to_install():
 
 def test_failing_tool_shows_its_last_output():
     with pytest.raises(CosError) as info:
-        run(["sh", "-c", "echo I: working; echo E: the mirror is down >&2; exit 3"],
-            what="mmdebstrap trixie/amd64")
+        run(
+            ["sh", "-c", "echo I: working; echo E: the mirror is down >&2; exit 3"],
+            what="mmdebstrap trixie/amd64",
+        )
     message = str(info.value)
     assert "mmdebstrap trixie/amd64 failed (exit 3)" in message
     assert "E: the mirror is down" in message

@@ -13,6 +13,7 @@ def writer(calls):
         calls.append(1)
         for tmp in out.values():
             tmp.write_text("made")
+
     return build
 
 
@@ -75,7 +76,8 @@ def test_mounts_below_reads_mountinfo_deepest_first(tmp_path):
         f"21 1 0:5 / / rw - ext4 /dev/sda1 rw\n"
         f"30 21 0:6 / {escaped}/proc rw - proc proc ro\n"
         f"31 21 0:7 / {escaped}/dev/pts rw - devpts none rw\n"
-        f"32 21 0:8 / {escaped}-other rw - tmpfs tmpfs rw\n")
+        f"32 21 0:8 / {escaped}-other rw - tmpfs tmpfs rw\n"
+    )
     assert mounts_below(root, info) == [f"{root}/dev/pts", f"{root}/proc"]
 
 

@@ -34,8 +34,9 @@ def entries() -> list[DebEntry]:
 
 
 def write_demo(path: Path, mtime: int | None = None, control: dict | None = None) -> Path:
-    return write_deb(path, control or CONTROL, entries(), {"postinst": POSTINST},
-                     ["/etc/cos/demo.conf"], mtime)
+    return write_deb(
+        path, control or CONTROL, entries(), {"postinst": POSTINST}, ["/etc/cos/demo.conf"], mtime
+    )
 
 
 def dpkg_deb(*args: str) -> str:
@@ -46,8 +47,9 @@ def test_same_inputs_give_identical_bytes(tmp_path, monkeypatch):
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     first = write_demo(tmp_path / "a" / "demo.deb").read_bytes()
     # Entry order given by the caller must not matter either.
-    second = build_deb(CONTROL, list(reversed(entries())), {"postinst": POSTINST},
-                       ["/etc/cos/demo.conf"])
+    second = build_deb(
+        CONTROL, list(reversed(entries())), {"postinst": POSTINST}, ["/etc/cos/demo.conf"]
+    )
     assert first == second
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert build_deb(CONTROL, entries()) != build_deb(CONTROL, entries(), mtime=1)
@@ -68,7 +70,8 @@ def test_dpkg_deb_reads_control(tmp_path):
     # usr, usr/bin, usr/share, usr/share/cos-demo, empty-dir, etc, etc/cos -> 7
     assert fields["Installed-Size"] == str(5 + 2 + 1 + 7)
     assert dpkg_deb("--field", str(deb), "Description") == (
-        "Demo package\n First paragraph.\n .\n Second paragraph.\n")
+        "Demo package\n First paragraph.\n .\n Second paragraph.\n"
+    )
     assert parse_control(read_control(deb)) == fields
 
 
@@ -77,9 +80,17 @@ def test_dpkg_deb_lists_contents_sorted_root_owned_fixed_time(tmp_path):
     lines = dpkg_deb("--contents", str(deb)).splitlines()
     names = [line.split()[5] for line in lines]
     assert names == [
-        "./", "./etc/", "./etc/cos/", "./etc/cos/demo.conf", "./usr/", "./usr/bin/",
-        "./usr/bin/cos-demo", "./usr/share/", "./usr/share/cos-demo/",
-        "./usr/share/cos-demo/big", "./usr/share/cos-demo/empty-dir/",
+        "./",
+        "./etc/",
+        "./etc/cos/",
+        "./etc/cos/demo.conf",
+        "./usr/",
+        "./usr/bin/",
+        "./usr/bin/cos-demo",
+        "./usr/share/",
+        "./usr/share/cos-demo/",
+        "./usr/share/cos-demo/big",
+        "./usr/share/cos-demo/empty-dir/",
         "./usr/share/cos-demo/link",
     ]
     for line in lines:
@@ -101,8 +112,7 @@ def test_md5sums_match_extracted_files(tmp_path):
     md5sums = (control / "md5sums").read_text()
     assert "etc/cos/demo.conf" not in md5sums  # conffiles are tracked by dpkg itself
     assert (control / "conffiles").read_text() == "/etc/cos/demo.conf\n"
-    subprocess.run(["md5sum", "--check", "--quiet", str(control / "md5sums")], cwd=root,
-                   check=True)
+    subprocess.run(["md5sum", "--check", "--quiet", str(control / "md5sums")], cwd=root, check=True)
     assert (root / "usr/share/cos-demo/empty-dir").is_dir()
 
 
@@ -116,8 +126,19 @@ def test_dpkg_installs_and_runs_postinst(tmp_path):
     for sub in ("var/lib/dpkg/info", "var/lib/dpkg/updates"):
         (root / sub).mkdir(parents=True)
     (root / "var/lib/dpkg/status").touch()
-    subprocess.run(["dpkg", f"--root={root}", "--force-not-root", "--force-script-chrootless",
-                    "--log=/dev/null", "--install", str(deb)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "dpkg",
+            f"--root={root}",
+            "--force-not-root",
+            "--force-script-chrootless",
+            "--log=/dev/null",
+            "--install",
+            str(deb),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert (root / "usr/bin/cos-demo").read_text() == "#!/bin/sh\necho demo\n"
     assert (root / "etc/cos/demo.conf").read_text() == "answer=42\n"
     assert (root / "var/lib/cos-demo-postinst").read_text() == "configured configure\n"

@@ -32,8 +32,11 @@ def fake_rootfs(root: Path) -> Path:
 
 
 def offsets(disk: Path) -> dict[str, int]:
-    table = json.loads(subprocess.run(["sfdisk", "-J", str(disk)], capture_output=True,
-                                      text=True, check=True).stdout)["partitiontable"]
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "-J", str(disk)], capture_output=True, text=True, check=True
+        ).stdout
+    )["partitiontable"]
     return {p["name"]: p["start"] * 512 for p in table["partitions"]}
 
 
@@ -56,29 +59,39 @@ def test_partition_table_and_labels(disk):
     found = offsets(disk)
     assert list(found) == ["COS_GRUB", "COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT"]
     for label, offset in found.items():
-        probe = subprocess.run(["blkid", "-p", "-O", str(offset), "-o", "export", str(disk)],
-                               capture_output=True, text=True, check=True).stdout
+        probe = subprocess.run(
+            ["blkid", "-p", "-O", str(offset), "-o", "export", str(disk)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert f"LABEL={label}" in probe
         assert ("TYPE=vfat" if label == "COS_GRUB" else "TYPE=ext4") in probe
 
 
 def test_esp_holds_grub_and_config(disk):
     esp = f"{disk}@@{offsets(disk)['COS_GRUB']}"
-    listing = subprocess.run(["mdir", "-/", "-b", "-i", esp, "::/"], capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run(
+        ["mdir", "-/", "-b", "-i", esp, "::/"], capture_output=True, text=True, check=True
+    ).stdout
     assert "::/EFI/BOOT/BOOTX64.EFI" in listing
     assert "::/EFI/cos/grub.cfg" in listing
-    env = subprocess.run(["mtype", "-i", esp, "::/EFI/cos/grubenv"], capture_output=True, check=True).stdout
+    env = subprocess.run(
+        ["mtype", "-i", esp, "::/EFI/cos/grubenv"], capture_output=True, check=True
+    ).stdout
     assert env.startswith(b"# GRUB Environment Block") and len(env) == 1024
 
 
 def test_state_holds_both_slots_as_one_copy(disk, tmp_path):
     state = tmp_path / "state.img"
     start = offsets(disk)["COS_STATE"]
-    subprocess.run(["dd", f"if={disk}", f"of={state}", "bs=1M", f"skip={start >> 20}",
-                    "status=none"], check=True)
-    listing = subprocess.run(["debugfs", "-R", "ls -l /cOS", str(state)], capture_output=True,
-                             text=True, check=True).stdout
+    subprocess.run(
+        ["dd", f"if={disk}", f"of={state}", "bs=1M", f"skip={start >> 20}", "status=none"],
+        check=True,
+    )
+    listing = subprocess.run(
+        ["debugfs", "-R", "ls -l /cOS", str(state)], capture_output=True, text=True, check=True
+    ).stdout
     inodes = {line.split()[-1]: line.split()[0] for line in listing.splitlines() if ".img" in line}
     assert set(inodes) == {"active.img", "passive.img"}
     assert inodes["active.img"] == inodes["passive.img"]  # a hard link until the first upgrade
@@ -124,9 +137,11 @@ def test_initramfs_is_a_valid_cpio(tmp_path):
     (moddir / "kernel/fs/overlay.ko").write_bytes(b"overlay-module")
     (moddir / "kernel/fs/dep.ko").write_bytes(b"dep-module")
     (moddir / "kernel/fs/ahci.ko").write_bytes(b"ahci-module")
-    (moddir / "modules.dep").write_text("kernel/fs/loop.ko.xz: kernel/fs/dep.ko\n"
-                                        "kernel/fs/overlay.ko:\nkernel/fs/dep.ko:\n"
-                                        "kernel/fs/ahci.ko: kernel/fs/dep.ko\n")
+    (moddir / "modules.dep").write_text(
+        "kernel/fs/loop.ko.xz: kernel/fs/dep.ko\n"
+        "kernel/fs/overlay.ko:\nkernel/fs/dep.ko:\n"
+        "kernel/fs/ahci.ko: kernel/fs/dep.ko\n"
+    )
     (moddir / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
     share = root / "usr/share/cos/initramfs"
     share.mkdir(parents=True)
@@ -138,8 +153,9 @@ def test_initramfs_is_a_valid_cpio(tmp_path):
 
     image = tmp_path / "initrd.img"
     image.write_bytes(build_initramfs(root, version))
-    listing = subprocess.run(["cpio", "-itv"], input=image.read_bytes(), capture_output=True,
-                             check=True).stdout.decode()
+    listing = subprocess.run(
+        ["cpio", "-itv"], input=image.read_bytes(), capture_output=True, check=True
+    ).stdout.decode()
     assert "init" in listing and "bin/busybox" in listing
     assert any(line.startswith("crw") and "dev/console" in line for line in listing.splitlines())
     out = tmp_path / "x"
@@ -147,11 +163,16 @@ def test_initramfs_is_a_valid_cpio(tmp_path):
     subprocess.run(["cpio", "-id", "--quiet"], input=image.read_bytes(), cwd=out, check=True)
     order = (out / "etc/cos-modules").read_text().split()
     # dependencies first, compressed modules unpacked, built-in ones skipped
-    assert order == [f"/lib/modules/{version}/dep.ko", f"/lib/modules/{version}/loop.ko",
-                     f"/lib/modules/{version}/overlay.ko"]
+    assert order == [
+        f"/lib/modules/{version}/dep.ko",
+        f"/lib/modules/{version}/loop.ko",
+        f"/lib/modules/{version}/overlay.ko",
+    ]
     assert (out / f"lib/modules/{version}/loop.ko").read_bytes() == b"loop-module"
     # the fallback list holds only what the first one does not already load
-    assert (out / "etc/cos-modules-fallback").read_text().split() == [f"/lib/modules/{version}/ahci.ko"]
+    assert (out / "etc/cos-modules-fallback").read_text().split() == [
+        f"/lib/modules/{version}/ahci.ko"
+    ]
 
 
 def test_cpio_pads_to_four_bytes():

@@ -51,17 +51,35 @@ def test_unknown_flavor_lists_valid_ones(tmp_path):
         load_flavor("beta", tmp_path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("name: x\n  bad: [", r"flavor.yaml: line \d+, column \d+: malformed YAML"),
-    ("- a list\n", r"expected a mapping"),
-    (GOOD.replace("suite: trixie\n", ""), r"field 'suite': is required"),
-    (GOOD + "colour: blue\n", r"field 'colour': unknown field"),
-    (GOOD.replace("[x86_64, aarch64]", "[x86_64, mips]"), r"field 'architectures\[1\]': unknown arch 'mips'"),
-    (GOOD.replace("  aarch64: linux-image-cloud-arm64\n", ""), r"field 'kernel': names no kernel package for arch 'aarch64'"),
-    (GOOD.replace("packages: [cos-system]", "packages: cos-system"), r"field 'packages': must be list"),
-    (GOOD.replace("version: 1.0.0", "version: v1"), r"field 'version': 'v1' must start with a digit"),
-    (GOOD.replace("name: {name}", "name: other"), r"field 'name': is 'other' but the folder is 'f'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\n  bad: [", r"flavor.yaml: line \d+, column \d+: malformed YAML"),
+        ("- a list\n", r"expected a mapping"),
+        (GOOD.replace("suite: trixie\n", ""), r"field 'suite': is required"),
+        (GOOD + "colour: blue\n", r"field 'colour': unknown field"),
+        (
+            GOOD.replace("[x86_64, aarch64]", "[x86_64, mips]"),
+            r"field 'architectures\[1\]': unknown arch 'mips'",
+        ),
+        (
+            GOOD.replace("  aarch64: linux-image-cloud-arm64\n", ""),
+            r"field 'kernel': names no kernel package for arch 'aarch64'",
+        ),
+        (
+            GOOD.replace("packages: [cos-system]", "packages: cos-system"),
+            r"field 'packages': must be list",
+        ),
+        (
+            GOOD.replace("version: 1.0.0", "version: v1"),
+            r"field 'version': 'v1' must start with a digit",
+        ),
+        (
+            GOOD.replace("name: {name}", "name: other"),
+            r"field 'name': is 'other' but the folder is 'f'",
+        ),
+    ],
+)
 def test_bad_flavor_files(tmp_path, text, message):
     path = write(tmp_path, "f", text.replace("{name}", "f"))
     with pytest.raises(CosError, match=message) as info:

@@ -2,22 +2,19 @@
 they exist: the agent's grubenv writer must produce what grub-editenv reads."""
 
 import subprocess
-import sys
 
 import pytest
 
-from toolkit import paths
-
-sys.path[:0] = [str(paths.PACKAGES_DIR / "cos-agent/src"), str(paths.PACKAGES_DIR / "cos-cloud-config/src")]
-
+# the guest packages' sources are on pytest's pythonpath (pyproject.toml)
 from cos import grubenv
 from cos_cloud_config.sources import Loaded, parse
 from cos_cloud_config.stages import steps_for
 
 
 def editenv(path, *args):
-    return subprocess.run(["grub-editenv", str(path), *args], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["grub-editenv", str(path), *args], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_grubenv_round_trip_with_grub_editenv(tmp_path):
@@ -45,8 +42,10 @@ def load(text, origin="user-data"):
 
 
 def test_cloud_config_keys_map_to_stages():
-    loaded = load("#cloud-config\nhostname: box\nssh_authorized_keys: [ssh-ed25519 AAA k]\n"
-                  "runcmd: [echo hi]\nbootcmd: [echo early]\n")
+    loaded = load(
+        "#cloud-config\nhostname: box\nssh_authorized_keys: [ssh-ed25519 AAA k]\n"
+        "runcmd: [echo hi]\nbootcmd: [echo early]\n"
+    )
     boot = steps_for("boot", loaded)
     assert boot[0][1]["hostname"] == "box"
     assert boot[0][1]["ssh_authorized_keys"] == {"root": ["ssh-ed25519 AAA k"]}
@@ -78,15 +77,18 @@ def test_unknown_stage_and_key_are_reported_and_rest_runs():
 
 def test_cidata_volume_found_in_real_blkid_output(tmp_path):
     from cos_cloud_config.sources import cidata_in
-
     from vm.seed import make_seed_iso
 
-    seed = make_seed_iso(tmp_path / "seed.iso", hostname="h", public_key="ssh-ed25519 AAAA k",
-                         instance_id="i-1")
+    seed = make_seed_iso(
+        tmp_path / "seed.iso", hostname="h", public_key="ssh-ed25519 AAAA k", instance_id="i-1"
+    )
     other = tmp_path / "other.img"
-    subprocess.run(["mkfs.vfat", "-C", "-n", "DATA", str(other), "1024"], check=True, capture_output=True)
-    listing = subprocess.run(["blkid", "-o", "export", str(other), str(seed)], capture_output=True,
-                             text=True, check=True).stdout
+    subprocess.run(
+        ["mkfs.vfat", "-C", "-n", "DATA", str(other), "1024"], check=True, capture_output=True
+    )
+    listing = subprocess.run(
+        ["blkid", "-o", "export", str(other), str(seed)], capture_output=True, text=True, check=True
+    ).stdout
     assert cidata_in(listing) == str(seed)
     assert cidata_in(listing.replace("LABEL=cidata", "LABEL=CIDATA")) == str(seed)
     assert cidata_in(listing.replace("LABEL=cidata", "LABEL=other")) is None

@@ -69,8 +69,9 @@ def test_domain_xml_without_iso_validates(tmp_path: Path, arch: str) -> None:
     ("arch", "machine", "cpu", "disabled"),
     [("x86_64", "q35", "qemu64", ["svm"]), ("aarch64", "virt", "cortex-a72", [])],
 )
-def test_machine_firmware_and_cpu(tmp_path: Path, arch: str, machine: str, cpu: str,
-                                  disabled: list[str]) -> None:
+def test_machine_firmware_and_cpu(
+    tmp_path: Path, arch: str, machine: str, cpu: str, disabled: list[str]
+) -> None:
     root = ET.fromstring(domain_xml(spec(tmp_path, arch)))
     assert root.get("type") == "qemu"  # TCG
     os_type = root.find("os/type")

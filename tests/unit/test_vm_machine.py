@@ -103,7 +103,8 @@ def test_vcpus_never_oversubscribe_the_host(monkeypatch):
     assert default_vcpus() == 2
 
 
-PATCH_RACE_CONSOLE = """[    5.236052] Modules linked in: nfnetlink efivarfs qemu_fw_cfg virtio_rng ip_tables
+PATCH_RACE_CONSOLE = """\
+[    5.236052] Modules linked in: nfnetlink efivarfs qemu_fw_cfg virtio_rng ip_tables
 [    5.236425] Oops: int3: 0000 [#2] PREEMPT SMP NOPTI
 [    5.236492] RIP: 0010:kfree+0xa0/0x350
 [    5.236664] Kernel panic - not syncing: Fatal exception in interrupt

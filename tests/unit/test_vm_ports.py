@@ -83,8 +83,14 @@ def test_parallel_processes_get_distinct_ports(tmp_path: Path) -> None:
     lease = allocate_port(tmp_path)  # find a free area for the small range
     low = lease.port
     lease.release()
-    grabbers = [subprocess.Popen([sys.executable, "-c", _GRAB, str(tmp_path), str(low)],
-                                 stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    grabbers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _GRAB, str(tmp_path), str(low)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
     ports = [int(g.communicate(timeout=60)[0]) for g in grabbers]
     assert all(g.returncode == 0 for g in grabbers)
     assert len(set(ports)) == 6

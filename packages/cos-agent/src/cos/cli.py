@@ -25,10 +25,12 @@ def cmd_status(args) -> int:
         boot = status["boot"]
         print(f"system:   {status['pretty_name']}")
         print(f"flavor:   {status['flavor']} {status['version']}")
-        print(f"slot:     {boot.get('slot', 'unknown')} ({boot.get('label', '?')}:{boot.get('image', '?')})")
+        where = f"{boot.get('label', '?')}:{boot.get('image', '?')}"
+        print(f"slot:     {boot.get('slot', 'unknown')} ({where})")
         env = status.get("grubenv", {})
         print(f"default:  {env.get('saved_entry', 'active')}")
-        print(f"tentative: {env.get('cos_tentative', 'no') or 'no'}  rollback: {env.get('cos_rollback', 'no')}")
+        tentative = env.get("cos_tentative", "no") or "no"
+        print(f"tentative: {tentative}  rollback: {env.get('cos_rollback', 'no')}")
     return 0
 
 

@@ -20,7 +20,7 @@ def parse(data: bytes, path: Path) -> dict[str, str]:
     if not text.startswith(HEADER):
         raise GrubEnvError(f"{path}: not a GRUB environment block")
     values = {}
-    for line in text[len(HEADER):].split("\n"):
+    for line in text[len(HEADER) :].split("\n"):
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
             values[key] = value

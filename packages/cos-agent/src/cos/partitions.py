@@ -15,8 +15,12 @@ def device(label: str) -> str | None:
 
 
 def mountpoint_of(dev: str) -> str | None:
-    result = subprocess.run(["findmnt", "-n", "-o", "TARGET", "--source", dev],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["findmnt", "-n", "-o", "TARGET", "--source", dev],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lines = result.stdout.split()
     return lines[0] if lines else None
 

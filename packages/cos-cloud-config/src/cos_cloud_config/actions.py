@@ -12,7 +12,11 @@ def set_hostname(name: str) -> None:
     Path("/etc/hostname").write_text(name + "\n")
     socket.sethostname(name)
     hosts = Path("/etc/hosts")
-    lines = [line for line in hosts.read_text().splitlines() if not line.startswith("127.0.1.1")] if hosts.exists() else []
+    lines = (
+        [line for line in hosts.read_text().splitlines() if not line.startswith("127.0.1.1")]
+        if hosts.exists()
+        else []
+    )
     hosts.write_text("\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n")
 
 
@@ -73,5 +77,7 @@ def run_command(command) -> str:
     argv = ["sh", "-c", command] if isinstance(command, str) else [str(c) for c in command]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"exit {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}")
+        raise RuntimeError(
+            f"exit {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}"
+        )
     return result.stdout

@@ -27,16 +27,21 @@ def run_step(where: str, step: dict) -> list[str]:
     for user, keys in (step.get("ssh_authorized_keys") or {}).items():
         attempt(f"ssh_authorized_keys.{user}", actions.add_authorized_keys, user, keys)
     for index, spec in enumerate(step.get("files") or []):
-        attempt(f"files[{index}] {spec.get('path', '?') if isinstance(spec, dict) else spec}",
-                actions.write_file, spec)
+        attempt(
+            f"files[{index}] {spec.get('path', '?') if isinstance(spec, dict) else spec}",
+            actions.write_file,
+            spec,
+        )
     for index, command in enumerate(step.get("commands") or []):
         attempt(f"commands[{index}]", actions.run_command, command)
     return errors
 
 
 def writes_network_config(step: dict) -> bool:
-    return any(isinstance(spec, dict) and str(spec.get("path", "")).startswith(NETWORK_CONFIG)
-               for spec in step.get("files") or [])
+    return any(
+        isinstance(spec, dict) and str(spec.get("path", "")).startswith(NETWORK_CONFIG)
+        for spec in step.get("files") or []
+    )
 
 
 def reload_network() -> list[str]:

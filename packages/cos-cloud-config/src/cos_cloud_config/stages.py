@@ -8,9 +8,18 @@ hostname, users, ssh_authorized_keys and write_files at `boot`, runcmd at `netwo
 from cos_cloud_config.sources import Document, Loaded
 
 STAGES = [
-    "rootfs", "initramfs", "boot", "fs", "network", "reconcile",
-    "before-install", "after-install", "before-upgrade", "after-upgrade",
-    "before-reset", "after-reset",
+    "rootfs",
+    "initramfs",
+    "boot",
+    "fs",
+    "network",
+    "reconcile",
+    "before-install",
+    "after-install",
+    "before-upgrade",
+    "after-upgrade",
+    "before-reset",
+    "after-reset",
 ]
 CLOUD_CONFIG_STAGE = {
     "bootcmd": "boot.before",
@@ -50,7 +59,9 @@ def _from_stage_syntax(stage: str, doc: Document, loaded: Loaded):
         return []
     for name in stages:
         if not valid_stage(str(name)):
-            loaded.errors.append(f"{doc.origin}: stages.{name}: unknown stage; known: {', '.join(STAGES)}")
+            loaded.errors.append(
+                f"{doc.origin}: stages.{name}: unknown stage; known: {', '.join(STAGES)}"
+            )
     found = []
     for index, step in enumerate(stages.get(stage) or []):
         where = f"{doc.origin}: stages.{stage}[{index}]"
