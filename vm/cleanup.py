@@ -14,7 +14,7 @@ from toolkit import paths
 from vm.connection import connect
 from vm.domain import DOMAIN_PREFIX, METADATA_NS, parse_metadata
 from vm.ports import remove_stale_locks
-from vm.run import Owner, owner_alive, runs_dir
+from vm.testrun import Owner, owner_alive, runs_dir
 
 
 @dataclass(frozen=True)

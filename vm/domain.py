@@ -8,7 +8,7 @@ from uuid import uuid4
 
 from toolkit.arch import Arch
 from vm.firmware import Firmware
-from vm.run import Owner
+from vm.testrun import Owner
 
 DOMAIN_PREFIX = "cos-test-"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"

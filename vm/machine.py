@@ -30,10 +30,10 @@ from vm.errors import CommandFailed, GuestUnreachable, HealthGateFailed, VmError
 from vm.firmware import find_firmware
 from vm.hostcheck import seccomp_problem
 from vm.ports import PortLease, allocate_port
-from vm.run import current_run
 from vm.seed import CloudConfig, make_seed_iso
 from vm.sshkey import harness_key
 from vm.state import KeptMachine
+from vm.testrun import current_run
 
 # Base timeouts in seconds under KVM (see module docstring).
 BOOT_TIMEOUT = 60.0

@@ -169,7 +169,7 @@ def registry_port() -> Iterator[int]:
 def registry(registry_port: int) -> Iterator[str]:
     """A local registry for this session ("127.0.0.1:PORT"); guests use 10.0.2.100:5000."""
     from toolkit.registry import start_registry, stop_registry
-    from vm.run import current_run
+    from vm.testrun import current_run
 
     storage = current_run().ensure_dir() / "registry"
     address = start_registry(storage, registry_port, log=lambda _msg: None)

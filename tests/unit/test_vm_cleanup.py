@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vm import cleanup, run
-from vm.run import Owner, owner_alive, process_start_ticks
+from vm import cleanup, testrun
+from vm.testrun import Owner, owner_alive, process_start_ticks
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +33,8 @@ def test_owner_alive() -> None:
 
 
 def test_clean_run_dirs(tmp_path: Path) -> None:
-    runs = run.runs_dir()
-    mine = run.Run()
+    runs = testrun.runs_dir()
+    mine = testrun.Run()
     mine.ensure_dir()
     (mine.dir / "cos-test-x").mkdir()
     dead = runs / "999-dead"
@@ -48,7 +48,7 @@ def test_clean_run_dirs(tmp_path: Path) -> None:
 
 
 def test_run_cleanup_runs_callbacks_and_removes_empty_dir() -> None:
-    r = run.Run()
+    r = testrun.Run()
     r.ensure_dir()
     called: list[str] = []
     r.on_exit(1, lambda: called.append("one"))
@@ -61,14 +61,14 @@ def test_run_cleanup_runs_callbacks_and_removes_empty_dir() -> None:
 
 
 def test_owner_of_current_run() -> None:
-    current = run.current_run()
-    assert current is run.current_run()
+    current = testrun.current_run()
+    assert current is testrun.current_run()
     owner = current.owner(keep=True)
     assert owner == Owner(current.id, os.getpid(), process_start_ticks(os.getpid()), True)
 
 
 def test_only_build_folders_are_deleted(tmp_path: Path) -> None:
-    inside = run.runs_dir() / "r" / "m"
+    inside = testrun.runs_dir() / "r" / "m"
     inside.mkdir(parents=True)
     assert cleanup._safe_to_delete(inside)
     assert not cleanup._safe_to_delete(tmp_path)

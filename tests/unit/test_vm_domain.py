@@ -19,7 +19,7 @@ from vm.domain import (
     parse_metadata,
 )
 from vm.firmware import Firmware
-from vm.run import Owner
+from vm.testrun import Owner
 
 OWNER = Owner("1234-abcdef", 1234, 5678, keep=False)
 

@@ -1,4 +1,4 @@
-"""This process's identity as a harness run, and what it must clean up when it ends.
+"""A test run: this process's identity as a harness run, and what it must clean up at exit.
 
 A run owns a folder build_dir()/vm/runs/<run id>/ holding its machines' files, and tags
 its domains with the same id and its pid. When the pid is gone (crash, SIGKILL),
