@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit import gpgkey
-from toolkit.debfile import parse_control, read_control, source_date_epoch
+from toolkit.debfile import parse_control, read_control
 from toolkit.errors import CosError
+from toolkit.reproducible import source_date_epoch
 
 ARCHES = ("amd64", "arm64")
 SUITE = "cos"

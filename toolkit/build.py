@@ -1,31 +1,33 @@
 """`invoke build`: flavor + arch -> rootfs -> slot image, recovery, disk, OCI image.
 
 Each stage is cached by a hash of its inputs (toolkit.cache), and each stage's key feeds
-the next, so a changed package rebuilds the rootfs and what follows, nothing else.
+the next, so a changed package rebuilds the rootfs and what follows, nothing else. A
+stage's code is an input too, found from the imports of the module that holds its
+function (toolkit.cache.code_files), never listed by hand.
 """
 
-import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from toolkit import cosign, oci, paths
 from toolkit.arch import Arch
-from toolkit.cache import StageCache, StageResult
-from toolkit.disk import build_disk, make_slot_image
+from toolkit.cache import StageCache, StageResult, call_with_outputs, code_files
+from toolkit.disk import make_disk_images, make_slot_image
 from toolkit.errors import CosError
 from toolkit.flavors import Flavor
-from toolkit.initramfs import build_initramfs
 from toolkit.iso import build_iso
-from toolkit.rootfs import build_rootfs, finish, kernel_version, mirror
-from toolkit.runner import run
+from toolkit.recovery import make_recovery_image
+from toolkit.reproducible import source_date_epoch
+from toolkit.rootfs import make_rootfs, mirror
 
 # Bump when the build logic changes in a way the inputs do not show.
 BUILDER_VERSION = 2
 MIN_FREE_BYTES = 6 << 30
+# What an image is made from: a commit that touches none of these keeps its timestamp.
+IMAGE_SOURCES = (paths.REPO_ROOT / "toolkit", paths.PACKAGES_DIR, paths.IMAGES_DIR)
 
 
 @dataclass
@@ -52,19 +54,6 @@ def image_folder(flavor: str, arch: str) -> Path:
     return paths.build_dir() / "images" / flavor / arch
 
 
-def source_date_epoch() -> int:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value:
-        return int(value)
-    result = subprocess.run(
-        ["git", "-C", str(paths.REPO_ROOT), "log", "-1", "--format=%ct"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return int(result.stdout.strip() or time.time())
-
-
 def check_free_space(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
@@ -74,96 +63,20 @@ def check_free_space(folder: Path) -> None:
         )
 
 
-def _make_rootfs(image: ImageBuild, repo, image_key: Path, log, out: dict[Path, Path]) -> None:
-    target = out[image.rootfs]
-    build_rootfs(image.flavor, image.arch, repo.repo_dir, repo.keyring, target, log=log)
-    finish(target, image.flavor, image.arch, build_id=repo.inputs_hash[:12])
-    keys = target / "etc/cos/keys"
-    keys.mkdir(parents=True, exist_ok=True)
-    shutil.copy(image_key, keys / "cos-image.pub")
-    version = kernel_version(target)
-    (target / "boot/initrd.img").write_bytes(build_initramfs(target, version))
-    vmlinuz = target / "boot/vmlinuz"
-    vmlinuz.unlink(missing_ok=True)
-    vmlinuz.symlink_to(f"vmlinuz-{version}")
-
-
-def _make_recovery(image: ImageBuild, epoch: int, out: dict[Path, Path]) -> None:
-    # gzip, which every GRUB's squash4 reads; level 1 builds 8x faster than 9 for 7% more bytes.
-    run(
-        [
-            "mksquashfs",
-            str(image.rootfs),
-            str(out[image.recovery_image]),
-            "-comp",
-            "gzip",
-            "-Xcompression-level",
-            "1",
-            "-noappend",
-            "-no-progress",
-            "-quiet",
-            "-mkfs-time",
-            str(epoch),
-            "-all-time",
-            str(epoch),
-        ],
-        what="mksquashfs recovery image",
-    )
-
-
-def _make_disk(image: ImageBuild, epoch: int, out: dict[Path, Path]) -> None:
-    build_disk(
-        image.rootfs, image.slot_image, image.recovery_image, image.arch, out[image.disk_raw], epoch
-    )
-    run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-c",
-            "-o",
-            "compression_type=zstd",
-            "-m",
-            "2",
-            "-W",
-            str(out[image.disk_raw]),
-            str(out[image.disk_qcow2]),
-        ],
-        what="qemu-img convert to qcow2",
-    )
-
-
-def _make_oci(image: ImageBuild, epoch: int, log, out: dict[Path, Path]) -> None:
-    staging = image.folder / ".oci-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        built = oci.build_oci_image(
-            image.rootfs,
-            staging,
-            arch_oci=image.arch.oci,
-            labels=oci_labels(image),
-            created=iso_time(epoch),
-            log=log,
-        )
-        built.layout_dir.rename(out[image.oci_layout])
-        built.archive.rename(out[image.oci_archive])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False) -> ImageBuild:
     """Every stage of one flavor and arch; each stage's key is an input of the next."""
     image = ImageBuild(flavor, arch, image_folder(flavor.name, arch.name))
     check_free_space(image.folder)
     cache = StageCache(image.folder)
-    epoch = source_date_epoch()
-    code = paths.REPO_ROOT / "toolkit"
+    epoch = source_date_epoch(*IMAGE_SOURCES)
 
-    def stage(name: str, inputs: dict, outputs: list[Path], build) -> StageResult:
+    def stage(name: str, inputs: dict, outputs: list[Path], function: partial) -> StageResult:
+        """Run `function` (a toolkit function with its arguments; those naming an output
+        get its temporary) unless the stage is current. Its code, the function's module
+        and every toolkit module that one imports, is part of the key."""
         log(f"[{name}] ...")
+        inputs = {**inputs, "code": code_files(function.func.__module__)}
+        build = partial(call_with_outputs, function)
         result = cache.run(name, inputs, outputs, build, force=force)
         took = f" in {result.seconds:.1f} s" if result.status == "built" else ""
         log(f"[{name}] {result.status}{took}")
@@ -186,52 +99,70 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
             "version": flavor.version,
             "repo": repo.inputs_hash,
             "image_key": image_key,
-            "code": [code / "rootfs.py", code / "initramfs.py", code / "native.py"],
         },
         [image.rootfs],
-        partial(_make_rootfs, image, repo, image_key, log),
+        partial(
+            make_rootfs,
+            flavor,
+            arch,
+            repo.repo_dir,
+            repo.keyring,
+            repo.inputs_hash[:12],
+            image_key,
+            image.rootfs,
+            log=log,
+        ),
     )
     system = stage(
         "system-image",
-        {"rootfs": rootfs.key, "code": code / "disk.py"},
+        {"rootfs": rootfs.key, "epoch": epoch},
         [image.slot_image],
-        lambda out: make_slot_image(image.rootfs, out[image.slot_image], epoch),
+        partial(make_slot_image, image.rootfs, image.slot_image, epoch),
     )
     recovery = stage(
         "recovery-image",
-        {"rootfs": rootfs.key, "code": code / "build.py"},
+        {"rootfs": rootfs.key, "epoch": epoch},
         [image.recovery_image],
-        partial(_make_recovery, image, epoch),
+        partial(make_recovery_image, image.rootfs, image.recovery_image, epoch),
     )
     stage(
         "disk",
-        {
-            "system": system.key,
-            "recovery": recovery.key,
-            "code": [code / "disk.py", code / "grub.py", code / "build.py"],
-        },
+        {"system": system.key, "recovery": recovery.key, "epoch": epoch},
         [image.disk_raw, image.disk_qcow2],
-        partial(_make_disk, image, epoch),
-    )
-    stage(
-        "installer-iso",
-        {"recovery": recovery.key, "code": [code / "iso.py", code / "grub.py"]},
-        [image.installer_iso],
-        lambda out: build_iso(
-            image.rootfs, image.recovery_image, arch, out[image.installer_iso], epoch
+        partial(
+            make_disk_images,
+            image.rootfs,
+            image.slot_image,
+            image.recovery_image,
+            arch,
+            image.disk_raw,
+            image.disk_qcow2,
+            epoch,
         ),
     )
     stage(
+        "installer-iso",
+        {"recovery": recovery.key, "epoch": epoch},
+        [image.installer_iso],
+        partial(build_iso, image.rootfs, image.recovery_image, arch, image.installer_iso, epoch),
+    )
+    labels = oci_labels(image)
+    stage(
         "oci",
-        {"rootfs": rootfs.key, "code": [code / "oci.py", code / "build.py"]},
+        {"rootfs": rootfs.key, "labels": labels, "epoch": epoch},
         [image.oci_layout, image.oci_archive],
-        partial(_make_oci, image, epoch, log),
+        partial(
+            oci.write_image,
+            image.rootfs,
+            image.oci_layout,
+            image.oci_archive,
+            arch_oci=arch.oci,
+            labels=labels,
+            epoch=epoch,
+            log=log,
+        ),
     )
     return image
-
-
-def iso_time(epoch: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def oci_labels(image: ImageBuild) -> dict[str, str]:

@@ -2,8 +2,13 @@
 
 A stage writes its outputs to temporary names and renames them into place only when it
 succeeded, then records its key. A failed stage leaves no output that looks finished.
+
+A stage's code is one of its inputs, found rather than listed: code_files() follows the
+imports of the module that holds the stage's function, so a helper that module uses (even
+through another) is part of the key, and a module it never imports is not.
 """
 
+import ast
 import hashlib
 import json
 import os
@@ -12,8 +17,10 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from toolkit import paths
 from toolkit.runner import run
 
 
@@ -59,6 +66,68 @@ def inputs_key(inputs: dict) -> str:
 
     feed(inputs)
     return digest.hexdigest()
+
+
+def _module_file(root: Path, name: str) -> Path | None:
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(name: str, source: Path) -> set[str]:
+    """Every module `source` (module `name`) imports, at its top or inside functions."""
+    package = name if source.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_bytes(), str(source))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from its package, one level up per extra dot
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            # `from toolkit import disk` imports the module toolkit.disk
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def code_files(module: str, root: Path | None = None) -> list[Path]:
+    """The source files that `module` runs from its own top-level package: its own, those
+    of every module of that package it imports, transitively, and the packages'
+    __init__.py files on the way. `root` holds the package (default: the checkout)."""
+    root = paths.REPO_ROOT if root is None else root
+    top = module.split(".")[0]
+    seen: dict[str, Path] = {}
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        parts = name.split(".")
+        if parts[0] != top:
+            continue  # the standard library, third-party code, another package of ours
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+            prefix = ".".join(parts[:depth])
+            source = _module_file(root, prefix)
+            if prefix in seen or source is None:
+                continue
+            seen[prefix] = source
+            pending.extend(_imported_modules(prefix, source))
+    if module not in seen:
+        raise ValueError(f"no source for module {module!r} under {root}")
+    return sorted(seen.values())
+
+
+def call_with_outputs(function: partial, out: dict[Path, Path]) -> None:
+    """Call `function` with each argument that is one of the stage's outputs replaced by
+    that output's temporary name (StageCache.run's `out`)."""
+
+    def swap(value):
+        return out.get(value, value) if isinstance(value, Path) else value
+
+    function.func(*map(swap, function.args), **{k: swap(v) for k, v in function.keywords.items()})
 
 
 @dataclass

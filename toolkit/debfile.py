@@ -18,20 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from toolkit.errors import CosError
+from toolkit.reproducible import source_date_epoch
 
-# 2024-01-01T00:00:00Z: used when SOURCE_DATE_EPOCH is not set, so builds stay reproducible.
-DEFAULT_EPOCH = 1704067200
 MAINTAINER_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
-
-
-def source_date_epoch() -> int:
-    """The timestamp every file gets (reproducible-builds.org convention)."""
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not value:
-        return DEFAULT_EPOCH
-    if not value.isdigit():
-        raise CosError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)

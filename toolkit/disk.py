@@ -177,3 +177,35 @@ def build_disk(
             part = by_label[label]
             make_ext4(output, label, part.size_mib, content, epoch, offset=part.start_mib * MiB)
     return parts
+
+
+def make_disk_images(
+    rootfs: Path,
+    slot_image: Path,
+    recovery_image: Path,
+    arch: Arch,
+    raw: Path,
+    qcow2: Path,
+    epoch: int,
+) -> None:
+    """build_disk() into `raw`, and the same disk as a zstd-compressed qcow2."""
+    build_disk(rootfs, slot_image, recovery_image, arch, raw, epoch)
+    run(
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-c",
+            "-o",
+            "compression_type=zstd",
+            "-m",
+            "2",
+            "-W",
+            str(raw),
+            str(qcow2),
+        ],
+        what="qemu-img convert to qcow2",
+    )

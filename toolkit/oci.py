@@ -2,7 +2,7 @@
 
 The layer is compressed in 1 MiB blocks on every core (pigz's scheme, in-process), so a
 500 MB rootfs takes seconds, and the output is the same bytes whatever the core count:
-the same rootfs tar and `created` give the same manifest digest on every machine.
+the same rootfs tar and epoch give the same manifest digest on every machine.
 """
 
 from __future__ import annotations
@@ -54,8 +54,14 @@ def _json_bytes(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+def digest_of(data: bytes) -> str:
+    """The content address of `data` as OCI and the registry API write it: sha256:<hex>."""
+    return hash_digest(hashlib.sha256(data))
+
+
+def hash_digest(sha256) -> str:
+    """digest_of() for data fed piece by piece into a hashlib.sha256() object."""
+    return "sha256:" + sha256.hexdigest()
 
 
 def blob_path(layout_dir: Path, digest: str) -> Path:
@@ -66,7 +72,7 @@ def blob_path(layout_dir: Path, digest: str) -> Path:
 
 
 def _write_blob(layout_dir: Path, data: bytes, media_type: str) -> dict:
-    digest = _sha256(data)
+    digest = digest_of(data)
     blob_path(layout_dir, digest).write_bytes(data)
     return {"mediaType": media_type, "digest": digest, "size": len(data)}
 
@@ -116,19 +122,17 @@ def gzip_stream(src: BinaryIO, dst: BinaryIO) -> tuple[str, str, int]:
                 break
             block = following
     emit(crc.to_bytes(4, "little") + (raw_size & 0xFFFFFFFF).to_bytes(4, "little"))
-    return "sha256:" + raw_hash.hexdigest(), "sha256:" + gz_hash.hexdigest(), gz_size
+    return hash_digest(raw_hash), hash_digest(gz_hash), gz_size
 
 
-def tar_directory(root: Path, dest: Path) -> None:
-    """Reproducible tar of a directory: sorted entries, numeric owners, int mtimes.
-
-    SOURCE_DATE_EPOCH, when set, clamps mtimes so rebuilt trees give the same bytes.
-    """
-    clamp = os.environ.get("SOURCE_DATE_EPOCH")
+def tar_directory(root: Path, dest: Path, epoch: int) -> None:
+    """Reproducible tar of a directory: sorted entries, numeric owners, int mtimes, none
+    later than `epoch` (the build's source_date_epoch()), so a rebuilt tree whose files
+    differ only by when they were written gives the same bytes."""
 
     def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uname = info.gname = ""
-        info.mtime = int(info.mtime) if clamp is None else min(int(info.mtime), int(clamp))
+        info.mtime = min(int(info.mtime), epoch)
         return info
 
     with tarfile.open(dest, "w", format=tarfile.GNU_FORMAT) as tar:
@@ -196,15 +200,18 @@ def build_oci_image(
     *,
     arch_oci: str,
     labels: dict[str, str],
-    created: str,
+    epoch: int,
     log: Callable[[str], None] = print,
 ) -> OciImage:
     """Write out_dir/oci (layout) and out_dir/image.oci.tar from a rootfs tar or directory.
 
-    `labels` go into config.Labels; org.opencontainers.image.created and io.cos.arch are
-    filled in from `created` and `arch_oci` when absent. The version label, if given,
-    names the image in index.json (so `oci:<layout>:<version>` works too).
+    `epoch` (the build's source_date_epoch()) is the image's `created` time, and a
+    directory's files are tarred with no mtime later than it. `labels` go into
+    config.Labels; org.opencontainers.image.created and io.cos.arch are filled in from
+    `epoch` and `arch_oci` when absent. The version label, if given, names the image in
+    index.json (so `oci:<layout>:<version>` works too).
     """
+    created = created_time(epoch)
     rootfs_tar = Path(rootfs_tar)
     if arch_oci not in ARCHES_OCI:
         raise CosError(f"unknown OCI architecture {arch_oci!r}; valid: {', '.join(ARCHES_OCI)}")
@@ -219,7 +226,7 @@ def build_oci_image(
         source = rootfs_tar
         if rootfs_tar.is_dir():
             source = Path(scratch) / "rootfs.tar"
-            tar_directory(rootfs_tar, source)
+            tar_directory(rootfs_tar, source, epoch)
         with source.open("rb") as src, partial.open("wb") as dst:
             diff_id, layer_digest, layer_size = gzip_stream(src, dst)
     os.rename(partial, blob_path(tmp, layer_digest))
@@ -258,6 +265,35 @@ def build_oci_image(
         f"in {time.monotonic() - started:.1f}s -> {archive}"
     )
     return OciImage(layout, archive, manifest_desc["digest"], config_desc["digest"], size)
+
+
+def write_image(
+    rootfs: Path,
+    layout: Path,
+    archive: Path,
+    *,
+    arch_oci: str,
+    labels: dict[str, str],
+    epoch: int,
+    log: Callable[[str], None] = print,
+) -> OciImage:
+    """build_oci_image() with the layout folder and the archive at the given paths."""
+    staging = layout.with_name(layout.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        built = build_oci_image(
+            rootfs, staging, arch_oci=arch_oci, labels=labels, epoch=epoch, log=log
+        )
+        built.layout_dir.rename(layout)
+        built.archive.rename(archive)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return OciImage(layout, archive, built.manifest_digest, built.config_digest, built.size)
+
+
+def created_time(epoch: int) -> str:
+    """`epoch` as OCI's `created` (RFC 3339, UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def top_descriptor(layout_dir: Path) -> dict:

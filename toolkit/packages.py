@@ -43,6 +43,7 @@ from typing import Any
 from toolkit import aptrepo, debfile, gpgkey, paths
 from toolkit.debfile import DebEntry
 from toolkit.errors import CosError
+from toolkit.reproducible import source_date_epoch
 from toolkit.schema import Fields, load_yaml_mapping
 
 SPEC_FILE = "package.yaml"
@@ -475,7 +476,8 @@ def build_repository(
     out_dir = out_dir or paths.build_dir() / "repo"
     debs_dir = out_dir.parent / "debs"
     debs_dir.mkdir(parents=True, exist_ok=True)
-    epoch = debfile.source_date_epoch()
+    # a commit that touches no package leaves the .debs, and so the rootfs, as they are
+    epoch = source_date_epoch(packages_dir)
 
     built, reused, debs = [], [], []
     for spec in specs:

@@ -7,7 +7,6 @@ the way cosign does (a manifest tagged `sha256-<hex>.sig` beside the image).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -100,51 +99,42 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 # ---------------------------------------------------------------- client
 
 
-def _push_blob(host: str, repo: str, path: Path, digest: str) -> None:
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
+def _push_blob(host: str, repo: str, content: bytes | Path, digest: str | None = None) -> str:
+    """Upload bytes, or a file streamed from disk (`digest` required: the manifest names
+    it), unless the registry has the blob already; returns the blob's digest."""
+    if isinstance(content, Path):
+        if digest is None:
+            raise TypeError("_push_blob: a file's digest comes from the manifest naming it")
+        body: bytes | Iterator[bytes] = _file_chunks(content)  # never held in memory
+        size = content.stat().st_size
+    else:
+        digest, body, size = digest or oci.digest_of(content), content, len(content)
     base = f"{_base_url(host)}/v2/{repo}"
     status, _, _ = _call("HEAD", f"{base}/blobs/{digest}", host, missing_ok=True)
     if status == 200:
-        return  # content-addressed: already there means the same bytes
+        return digest  # content-addressed: already there means the same bytes
     _, headers, _ = _call("POST", f"{base}/blobs/uploads/", host, body=b"")
     location = urllib.parse.urljoin(base + "/", _header(headers, "Location") or "")
     separator = "&" if "?" in location else "?"
-    size = path.stat().st_size
-
-    def chunks() -> Iterator[bytes]:
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                yield chunk
-
-    # Monolithic PUT, streamed: the layer is never held in memory.
+    # One monolithic PUT.
     _call(
         "PUT",
         f"{location}{separator}digest={urllib.parse.quote(digest)}",
         host,
-        body=chunks(),
+        body=body,
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
     )
-
-
-def _push_bytes(host: str, repo: str, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    base = f"{_base_url(host)}/v2/{repo}"
-    status, _, _ = _call("HEAD", f"{base}/blobs/{digest}", host, missing_ok=True)
-    if status != 200:
-        _, headers, _ = _call("POST", f"{base}/blobs/uploads/", host, body=b"")
-        location = urllib.parse.urljoin(base + "/", _header(headers, "Location") or "")
-        separator = "&" if "?" in location else "?"
-        _call(
-            "PUT",
-            f"{location}{separator}digest={urllib.parse.quote(digest)}",
-            host,
-            body=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
     return digest
 
 
 def _put_manifest(host: str, repo: str, ref: str, data: bytes, media_type: str) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = oci.digest_of(data)
     url = f"{_base_url(host)}/v2/{repo}/manifests/{ref}"
     _, headers, _ = _call("PUT", url, host, body=data, headers={"Content-Type": media_type})
     answered = _header(headers, "Docker-Content-Digest")
@@ -185,7 +175,7 @@ def get_manifest(reference: str) -> tuple[str, bytes, str]:
     )
     if status == 404:
         raise CosError(f"{reference}: no such image in the registry")
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = oci.digest_of(data)
     if ref.startswith("sha256:") and digest != ref:
         raise CosError(f"GET {url}: content has digest {digest}, not {ref}")
     media_type = (_header(headers, "Content-Type") or "").split(";")[0]
@@ -229,7 +219,7 @@ def push_signature(ref_repo: str, digest: str, payload: bytes, signature: str) -
     host, repo, _ = parse_reference(repository_of(ref_repo))
     existing = _signature_manifest(host, repo, digest)
     layers = list(existing["layers"]) if existing else []
-    payload_digest = _push_bytes(host, repo, payload)
+    payload_digest = _push_blob(host, repo, payload)
     layer = {
         "mediaType": MEDIA_SIMPLESIGNING,
         "size": len(payload),
@@ -247,7 +237,7 @@ def push_signature(ref_repo: str, digest: str, payload: bytes, signature: str) -
         "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]},
     }
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
-    config_digest = _push_bytes(host, repo, config_bytes)
+    config_digest = _push_blob(host, repo, config_bytes)
     manifest = {
         "schemaVersion": 2,
         "mediaType": oci.MEDIA_MANIFEST,
@@ -275,7 +265,7 @@ def fetch_signatures(repo: str, digest: str) -> list[tuple[bytes, str]]:
             continue
         url = f"{_base_url(host)}/v2/{name}/blobs/{layer['digest']}"
         _, _, payload = _call("GET", url, host)
-        if "sha256:" + hashlib.sha256(payload).hexdigest() != layer["digest"]:
+        if oci.digest_of(payload) != layer["digest"]:
             raise CosError(f"GET {url}: payload does not match its digest")
         found.append((payload, signature))
     if not found:

@@ -14,6 +14,7 @@ from toolkit import native, paths
 from toolkit.arch import Arch, get_arch, host_arch
 from toolkit.errors import CosError
 from toolkit.flavors import Flavor
+from toolkit.initramfs import build_initramfs
 from toolkit.runner import run, system_env
 
 # Lean images: no manuals, docs or translations (copyright files stay, Debian policy).
@@ -232,3 +233,27 @@ def build_rootfs(
         env=system_env(),
     )
     run_deferred_tools(target, log=log)
+
+
+def make_rootfs(
+    flavor: Flavor,
+    arch: Arch,
+    repo_dir: Path,
+    keyring: Path,
+    build_id: str,
+    image_key: Path,
+    target: Path,
+    log=print,
+) -> None:
+    """The image's root filesystem in `target`: mmdebstrap, the host-side finishing, the
+    public key upgrades are checked against, and the initramfs."""
+    build_rootfs(flavor, arch, repo_dir, keyring, target, log=log)
+    finish(target, flavor, arch, build_id=build_id)
+    keys = target / "etc/cos/keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    shutil.copy(image_key, keys / "cos-image.pub")
+    version = kernel_version(target)
+    (target / "boot/initrd.img").write_bytes(build_initramfs(target, version))
+    vmlinuz = target / "boot/vmlinuz"
+    vmlinuz.unlink(missing_ok=True)
+    vmlinuz.symlink_to(f"vmlinuz-{version}")

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import pytest
 from toolkit import oci
 from toolkit.errors import CosError
 
-CREATED = "2024-05-01T12:00:00Z"
+EPOCH = 1714564800
+CREATED = "2024-05-01T12:00:00Z"  # EPOCH as OCI writes it
 LABELS = {
     "org.opencontainers.image.title": "cos-debian-trixie",
     "org.opencontainers.image.version": "0.1.0",
@@ -45,13 +47,13 @@ def make_rootfs(root: Path) -> Path:
 @pytest.fixture
 def rootfs_tar(tmp_path: Path) -> Path:
     tar = tmp_path / "rootfs.tar"
-    oci.tar_directory(make_rootfs(tmp_path / "rootfs"), tar)
+    oci.tar_directory(make_rootfs(tmp_path / "rootfs"), tar, EPOCH)
     return tar
 
 
 def build(tar: Path, out: Path, arch: str = "amd64") -> oci.OciImage:
     return oci.build_oci_image(
-        tar, out, arch_oci=arch, labels=LABELS, created=CREATED, log=lambda _: None
+        tar, out, arch_oci=arch, labels=LABELS, epoch=EPOCH, log=lambda _: None
     )
 
 
@@ -153,13 +155,13 @@ def test_reproducible(tmp_path: Path, rootfs_tar: Path) -> None:
     c = build(source, tmp_path / "c")
     d = build(source, tmp_path / "d")
     assert c.manifest_digest == d.manifest_digest
-    # ...and `created` is part of the identity.
+    # ...and the epoch (`created`) is part of the identity.
     e = oci.build_oci_image(
         rootfs_tar,
         tmp_path / "e",
         arch_oci="amd64",
         labels=LABELS,
-        created="2025-01-01T00:00:00Z",
+        epoch=1735689600,
         log=lambda _: None,
     )
     assert e.manifest_digest != a.manifest_digest
@@ -203,3 +205,40 @@ def test_multi_arch_index(tmp_path: Path, rootfs_tar: Path) -> None:
     )
     again = oci.build_index(images, tmp_path / "multi2")
     assert oci.top_descriptor(again) == oci.top_descriptor(layout)
+
+
+def test_directory_mtimes_are_clamped_to_the_epoch(tmp_path: Path) -> None:
+    root = make_rootfs(tmp_path / "rootfs")
+    hello = root / "usr" / "bin" / "hello"
+    os.utime(hello, (EPOCH - 100, EPOCH - 100))  # older than the epoch: kept
+    first = build(root, tmp_path / "a")
+    for path in (root / "etc" / "os-release", root / "var" / "empty"):
+        os.utime(path, (EPOCH + 5000, EPOCH + 5000))  # written later: clamped, same bytes
+    assert build(root, tmp_path / "b").manifest_digest == first.manifest_digest
+    tar = tmp_path / "rootfs.tar"
+    oci.tar_directory(root, tar, EPOCH)
+    with tarfile.open(tar) as f:
+        mtimes = {m.name: m.mtime for m in f.getmembers()}
+    assert mtimes["usr/bin/hello"] == EPOCH - 100
+    assert mtimes["etc/os-release"] == mtimes["var/empty"] == EPOCH
+
+
+def test_write_image_puts_layout_and_archive_at_given_paths(tmp_path: Path) -> None:
+    root = make_rootfs(tmp_path / "rootfs")
+    layout, archive = tmp_path / "out" / ".oci.partial", tmp_path / "out" / ".archive.partial"
+    layout.parent.mkdir()
+    image = oci.write_image(
+        root, layout, archive, arch_oci="amd64", labels=LABELS, epoch=EPOCH, log=lambda _: None
+    )
+    assert (image.layout_dir, image.archive) == (layout, archive)
+    assert oci.top_descriptor(layout)["digest"] == image.manifest_digest
+    assert sorted(p.name for p in layout.parent.iterdir()) == [".archive.partial", ".oci.partial"]
+    assert image.manifest_digest == build(root, tmp_path / "direct").manifest_digest
+
+
+def test_digest_of_is_the_content_address() -> None:
+    assert oci.digest_of(b"cos") == "sha256:" + hashlib.sha256(b"cos").hexdigest()
+    streamed = hashlib.sha256()
+    for part in (b"c", b"os"):
+        streamed.update(part)
+    assert oci.hash_digest(streamed) == oci.digest_of(b"cos")

@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed"),
 ]
 
-CREATED = "2024-05-01T12:00:00Z"
+EPOCH = 1714564800  # 2024-05-01T12:00:00Z
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, oci.OciImage]:
     for arch in ("amd64", "arm64"):
         labels = {"org.opencontainers.image.version": "0.1.0", "io.cos.flavor": "debian-trixie"}
         built[arch] = oci.build_oci_image(
-            root, work / arch, arch_oci=arch, labels=labels, created=CREATED, log=quiet
+            root, work / arch, arch_oci=arch, labels=labels, epoch=EPOCH, log=quiet
         )
     return built
 

@@ -1,0 +1,28 @@
+"""The recovery image: the rootfs as one squashfs file, booted by the `recovery` entry."""
+
+from pathlib import Path
+
+from toolkit.runner import run
+
+
+def make_recovery_image(rootfs: Path, output: Path, epoch: int) -> None:
+    # gzip, which every GRUB's squash4 reads; level 1 builds 8x faster than 9 for 7% more bytes.
+    run(
+        [
+            "mksquashfs",
+            str(rootfs),
+            str(output),
+            "-comp",
+            "gzip",
+            "-Xcompression-level",
+            "1",
+            "-noappend",
+            "-no-progress",
+            "-quiet",
+            "-mkfs-time",
+            str(epoch),
+            "-all-time",
+            str(epoch),
+        ],
+        what="mksquashfs recovery image",
+    )
