@@ -6,35 +6,21 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from toolkit.errors import CosError
+from toolkit.cli import guard
 from toolkit.paths import REPO_ROOT
 
 
-def _guard(func):
-    """Show a CosError as its message, not a traceback."""
-
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except CosError as exc:
-            raise Exit(f"error: {exc}", code=2) from None
-
-    wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
-    wrapper.__wrapped__ = func
-    return wrapper
-
-
 @task
-@_guard
+@guard
 def setup(c):
     """Install what the host needs (apt packages, aarch64 binfmt, libvirtd); idempotent."""
-    from toolkit.hostsetup import ensure_host
+    from vm.hostcheck import ensure_host
 
     ensure_host()
 
 
 @task
-@_guard
+@guard
 def packages(c):
     """Build packages/* into .debs and the signed apt repository (only what changed)."""
     from toolkit.packages import build_repository
@@ -43,7 +29,7 @@ def packages(c):
 
 
 @task
-@_guard
+@guard
 def flavors(c):
     """List the flavors and their arches."""
     from toolkit.flavors import DEFAULT_FLAVOR, flavor_names, load_flavor
@@ -65,12 +51,12 @@ def flavors(c):
         "boot": "boot the built disk and wait for SSH",
     }
 )
-@_guard
+@guard
 def build(c, flavor=None, arch=None, boot=False):
     """Build rootfs, OCI image, disk image for a flavor and arch (cached by inputs)."""
     from toolkit.build import build as build_images
     from toolkit.build import summary
-    from toolkit.hostsetup import ensure_host
+    from vm.hostcheck import ensure_host
 
     ensure_host()
     images = build_images(flavor, arch)
@@ -83,7 +69,7 @@ def build(c, flavor=None, arch=None, boot=False):
 
 
 @task(help={"port": "127.0.0.1 port (default 5000)"})
-@_guard
+@guard
 def registry(c, port=5000):
     """Start the local OCI registry (Debian's docker-registry) on 127.0.0.1."""
     from toolkit.registry import start_registry
@@ -92,7 +78,7 @@ def registry(c, port=5000):
 
 
 @task(help={"flavor": "flavor to push", "arch": "x86_64, aarch64 or all", "port": "registry port"})
-@_guard
+@guard
 def push(c, flavor=None, arch=None, port=5000):
     """Push built images (and a multi-arch index) to the local registry, signed."""
     from toolkit.build import build as build_images
@@ -119,13 +105,20 @@ def push(c, flavor=None, arch=None, port=5000):
         "slow": "include slow scenarios",
     }
 )
-@_guard
+@guard
 def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
     """Run unit tests, then boot the built image and run the VM scenarios."""
-    from toolkit.testing import run_tests
+    from toolkit.suite import run_tests
+    from vm.hostcheck import ensure_host
 
     code = run_tests(
-        flavor=flavor, arch=arch, unit_only=unit, keyword=k, workers=int(workers), slow=slow
+        flavor=flavor,
+        arch=arch,
+        unit_only=unit,
+        keyword=k,
+        workers=int(workers),
+        slow=slow,
+        prepare_host=lambda arches: ensure_host(arches=arches),
     )
     if code:
         raise Exit(code=code)
@@ -139,12 +132,17 @@ def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
         "foreign-baseline": "also time plain mmdebstrap of a foreign arch (about 25 min for arm64)",
     }
 )
-@_guard
+@guard
 def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
     """Measure build time against plain mmdebstrap, boot time by phase, and sizes."""
-    from toolkit.bench import run_bench
+    from toolkit.bench import quiet, run_bench
+    from vm.boot_check import report_boots
+    from vm.hostcheck import ensure_host
 
-    run_bench(flavor, arch, runs=int(runs), foreign_baseline=foreign_baseline)
+    ensure_host(log=quiet)
+    run_bench(
+        flavor, arch, runs=int(runs), foreign_baseline=foreign_baseline, boot_report=report_boots
+    )
 
 
 @task

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.errors import CosError
@@ -46,7 +47,11 @@ APT_PACKAGES = [
     "umoci",
     "netcat-openbsd",
     "openssl",
+    # `invoke vm.ssh` and the kept-machine scenario run the ssh client
+    "openssh-client",
 ]
+# fix_settings(log) -> True when it changed a setting libvirtd reads only at start
+SettingsFix = Callable[[Callable[[str], None]], bool]
 BINFMT_NAME = "qemu-aarch64"
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 LIBVIRT_URI = "qemu:///system"
@@ -115,29 +120,6 @@ def libvirt_answers(uri: str = LIBVIRT_URI) -> bool:
     return result.returncode == 0
 
 
-def fix_libvirt_settings(log=print) -> bool:
-    """Host settings the harness needs; True when libvirtd must restart to take them."""
-    from vm.hostcheck import fix_kvm_device, fix_seccomp, kvm_device_problem, seccomp_problem
-
-    if not is_root():
-        for problem in (kvm_device_problem(), seccomp_problem()):
-            if problem:
-                log(f"warning: {problem}")
-        return False
-    if fix_kvm_device():
-        log(
-            "kvm: /dev/kvm set to group kvm, mode 0660 (as udev does), so libvirt keeps "
-            "its QEMU capability cache"
-        )
-    if fix_seccomp():
-        log(
-            "libvirt: seccomp_sandbox = 0 in /etc/libvirt/qemu.conf (the registry guest "
-            "forward spawns nc, which the sandbox punishes)"
-        )
-        return True
-    return False
-
-
 def restart_libvirtd(log=print) -> None:
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "restart", "libvirtd"], check=False, capture_output=True)
@@ -150,8 +132,11 @@ def restart_libvirtd(log=print) -> None:
     log("libvirt: restarting libvirtd")
 
 
-def ensure_libvirtd(log=print) -> None:
-    if fix_libvirt_settings(log) and libvirt_answers():
+def ensure_libvirtd(log=print, fix_settings: SettingsFix | None = None) -> None:
+    """libvirtd answers on qemu:///system. `fix_settings(log)` first applies host settings
+    that libvirtd reads at start (the harness's, vm.hostcheck.fix_libvirt_settings) and
+    says whether it changed one: then a running libvirtd is restarted."""
+    if fix_settings is not None and fix_settings(log) and libvirt_answers():
         restart_libvirtd(log)
     if libvirt_answers():
         log("libvirt: libvirtd answers on qemu:///system")
@@ -177,8 +162,14 @@ def ensure_libvirtd(log=print) -> None:
     raise CosError("libvirtd did not start: see `journalctl -u libvirtd` or /var/log/libvirt")
 
 
-def ensure_host(log=print, arches: tuple[str, ...] = ("x86_64", "aarch64")) -> None:
+def ensure_host(
+    log=print,
+    arches: tuple[str, ...] = ("x86_64", "aarch64"),
+    fix_libvirt_settings: SettingsFix | None = None,
+) -> None:
+    """What building needs, and libvirtd. The harness adds its libvirt settings through
+    `fix_libvirt_settings` (vm.hostcheck.ensure_host does): toolkit never imports vm."""
     ensure_packages(log)
     if "aarch64" in arches:
         ensure_binfmt(log)
-    ensure_libvirtd(log)
+    ensure_libvirtd(log, fix_libvirt_settings)

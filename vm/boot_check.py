@@ -1,10 +1,14 @@
-"""Boot a built image once and check it: `invoke build --boot` and `invoke bench` use it."""
+"""Boot a built image and check it: `invoke build --boot`, and `invoke bench`'s boot
+figures (report_boots)."""
 
 import secrets
+import statistics
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from vm.images import built_disk
-from vm.machine import Machine, MachineOptions
+from vm.machine import Machine, MachineOptions, default_vcpus
 
 
 def boot_and_check(
@@ -30,3 +34,50 @@ def boot_and_check(
         log("boot ok: " + ", ".join(f"{phase} {sec:.1f}s" for phase, sec in timings.items()))
         machine.shutdown()
     return timings
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def boot_figures(flavor: str, arch: str, runs: int) -> dict[str, float]:
+    """Median seconds from domain start to each boot phase over `runs` boots, in order."""
+    samples = [boot_and_check(flavor, arch, log=quiet) for _ in range(runs)]
+    phases = sorted(
+        {p for s in samples for p in s},
+        key=lambda p: statistics.median(s[p] for s in samples if p in s),
+    )
+    return {p: statistics.median(s[p] for s in samples if p in s) for p in phases}
+
+
+def parallel_boots(flavor: str, arch: str, count: int = 2) -> tuple[float, float]:
+    """Seconds for `count` boots one after another, and for `count` boots at once."""
+
+    def timed(func) -> float:
+        start = time.monotonic()
+        func()
+        return time.monotonic() - start
+
+    serial = timed(lambda: [boot_and_check(flavor, arch, log=quiet) for _ in range(count)])
+    vcpus = default_vcpus(machines_at_once=count)  # as pytest -n COUNT gives each machine
+    with ThreadPoolExecutor(count) as pool:
+        together = timed(
+            lambda: list(
+                pool.map(
+                    lambda _i: boot_and_check(flavor, arch, vcpus=vcpus, log=quiet), range(count)
+                )
+            )
+        )
+    return serial, together
+
+
+def report_boots(flavor: str, arch: str, runs: int, log: Callable[[str], None] = print) -> None:
+    """`invoke bench`'s boot figures: time to each phase (median), and two boots at once."""
+    timings = boot_figures(flavor, arch, runs)
+    log(f"{arch} boot (median of {runs}, seconds since domain start)")
+    previous = 0.0
+    for phase, at in timings.items():
+        log(f"  {phase:14} at {at:6.1f} s  (+{at - previous:5.1f})")
+        previous = at
+    serial, together = parallel_boots(flavor, arch)
+    log(f"  2 boots one after another {serial:6.1f} s, at once {together:6.1f} s")

@@ -1,11 +1,15 @@
-"""Host problems that make the harness slow or fail, found before a test waits on them."""
+"""Host problems that make the harness slow or fail, found before a test waits on them,
+and fixed by the host setup (`invoke setup`, build, test and bench run ensure_host())."""
 
 import grp
 import os
 import pwd
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
+
+from toolkit import hostsetup
 
 KVM = Path("/dev/kvm")
 QEMU_USER = "libvirt-qemu"  # Debian's default `user` in /etc/libvirt/qemu.conf
@@ -79,3 +83,33 @@ def fix_seccomp(conf: Path = QEMU_CONF) -> bool:
             "seccomp_sandbox = 0\n"
         )
     return True
+
+
+def fix_libvirt_settings(log: Callable[[str], None] = print) -> bool:
+    """Host settings the harness needs; True when libvirtd must restart to take them.
+    Without root, each problem is a warning."""
+    if not hostsetup.is_root():
+        for problem in (kvm_device_problem(), seccomp_problem()):
+            if problem:
+                log(f"warning: {problem}")
+        return False
+    if fix_kvm_device():
+        log(
+            "kvm: /dev/kvm set to group kvm, mode 0660 (as udev does), so libvirt keeps "
+            "its QEMU capability cache"
+        )
+    if fix_seccomp():
+        log(
+            "libvirt: seccomp_sandbox = 0 in /etc/libvirt/qemu.conf (the registry guest "
+            "forward spawns nc, which the sandbox punishes)"
+        )
+        return True
+    return False
+
+
+def ensure_host(
+    log: Callable[[str], None] = print, arches: tuple[str, ...] = ("x86_64", "aarch64")
+) -> None:
+    """The toolkit's host setup (apt packages, binfmt, libvirtd) with the harness's
+    libvirt settings: what every task that may boot a machine runs first."""
+    hostsetup.ensure_host(log, arches, fix_libvirt_settings=fix_libvirt_settings)

@@ -12,23 +12,10 @@ import time
 from pathlib import Path
 
 import libvirt
-from invoke import Collection, Exit, task
+from invoke import Collection, task
 
+from toolkit.cli import guard
 from toolkit.errors import CosError
-
-
-def _guard(func):  # type: ignore[no-untyped-def]
-    """A CosError is shown as its message, not a traceback."""
-
-    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return func(*args, **kwargs)
-        except CosError as exc:
-            raise Exit(f"error: {exc}", code=2) from None
-
-    wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
-    wrapper.__wrapped__ = func  # type: ignore[attr-defined]
-    return wrapper
 
 
 @task(
@@ -43,7 +30,7 @@ def _guard(func):  # type: ignore[no-untyped-def]
         "uri": "libvirt URI",
     }
 )
-@_guard
+@guard
 def up(c, flavor=None, arch=None, name="dev", memory=1024, cpus=2, disk=None, iso=False, uri=None):
     """Boot a built image and leave it running; prints the ssh command and port."""
     from toolkit.arch import host_arch
@@ -88,7 +75,7 @@ def up(c, flavor=None, arch=None, name="dev", memory=1024, cpus=2, disk=None, is
 
 
 @task(help={"name": "machine name (default dev)", "command": "run this instead of a shell"})
-@_guard
+@guard
 def ssh(c, name="dev", command=None):
     """Open a shell (or run a command) on a machine started by vm.up."""
     from vm import state
@@ -102,7 +89,7 @@ def ssh(c, name="dev", command=None):
 
 
 @task(help={"name": "machine name (default dev)", "follow": "keep printing new output"})
-@_guard
+@guard
 def console(c, name="dev", follow=False):
     """Print the serial console log of a machine started by vm.up."""
     from vm import state
@@ -121,7 +108,7 @@ def console(c, name="dev", follow=False):
 
 
 @task(help={"name": "machine name (default dev)"})
-@_guard
+@guard
 def down(c, name="dev"):
     """Stop a machine started by vm.up and delete its files."""
     from vm import state
@@ -140,7 +127,7 @@ def down(c, name="dev"):
 
 
 @task(name="list", help={"uri": "libvirt URI"})
-@_guard
+@guard
 def list_(c, uri=None):
     """List harness domains (running or left over) and machines started by vm.up."""
     from vm import state
@@ -168,7 +155,7 @@ def list_(c, uri=None):
 
 
 @task(help={"uri": "libvirt URI", "all": "also machines started by vm.up / --keep-vms"})
-@_guard
+@guard
 def clean(c, uri=None, all=False):  # invoke derives the --all flag from the name
     """Remove machines, files and port locks that dead test runs left behind."""
     from vm import state

@@ -1,0 +1,106 @@
+"""`invoke test`'s verdict, from real pytest runs over a tiny tree of tests: no image is
+built (the build step is injected) and no host is set up."""
+
+from pathlib import Path
+
+import pytest
+
+from toolkit.arch import host_arch
+from toolkit.suite import NO_TESTS, run_tests
+
+UNIT = """
+def test_unit_adds():
+    assert 1 + 1 == 2
+"""
+E2E = """
+import pytest
+
+@pytest.mark.vm
+def test_scenario_boots():
+    assert {outcome}
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_scenario_upgrades():
+    assert True
+"""
+
+
+class Run:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        self.root = tmp_path / "checkout"
+        monkeypatch.setenv("COS_BUILD_DIR", str(tmp_path / "build"))
+        self.built: list[tuple[str, str]] = []
+        self.prepared: list[tuple[str, ...]] = []
+        self.messages: list[str] = []
+
+    def tree(self, unit: str = UNIT, e2e: str = E2E.format(outcome="True")) -> "Run":
+        for folder, text in (("unit", unit), ("e2e", e2e)):
+            (self.root / "tests" / folder).mkdir(parents=True, exist_ok=True)
+            (self.root / "tests" / folder / f"test_{folder}.py").write_text(text)
+        return self
+
+    def __call__(self, keyword: str | None = None, unit_only: bool = False, slow=False) -> int:
+        return run_tests(
+            None,
+            None,
+            unit_only=unit_only,
+            keyword=keyword,
+            workers=1,
+            slow=slow,
+            prepare_host=self.prepared.append,
+            build=lambda flavor, arch: self.built.append((flavor, arch)),
+            root=self.root,
+            log=self.messages.append,
+        )
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch) -> Run:
+    return Run(tmp_path, monkeypatch)
+
+
+def test_both_suites_pass(run):
+    assert run.tree()() == 0
+    assert run.prepared == [(host_arch(),)]
+    assert run.built == [("debian-trixie", host_arch())]
+    assert run.messages == []
+
+
+def test_a_failing_vm_suite_fails_the_run(run):
+    assert run.tree(e2e=E2E.format(outcome="False"))() == 1
+
+
+def test_a_failing_unit_suite_stops_before_any_build(run):
+    assert run.tree(unit="def test_broken():\n    assert False\n")() == 1
+    assert run.built == []
+
+
+def test_unit_only_builds_nothing(run):
+    assert run.tree()(unit_only=True) == 0
+    assert run.built == []
+
+
+def test_a_selection_that_deselects_every_scenario_fails(run):
+    # the fast selection of a VM suite that holds only slow scenarios runs nothing
+    only_slow = "import pytest\n\n@pytest.mark.vm\n@pytest.mark.slow\ndef test_x():\n    pass\n"
+    assert run.tree(e2e=only_slow)() == NO_TESTS
+    assert len(run.messages) == 1
+    assert run.messages[0].startswith(f"error: the VM suite (debian-trixie, {host_arch()}) ran")
+    assert "-m '(vm or image) and not slow'" in run.messages[0]
+
+
+def test_a_keyword_that_matches_no_unit_test_is_said_and_the_vm_result_still_counts(run):
+    assert run.tree(e2e=E2E.format(outcome="False"))(keyword="boots") == 1
+    assert run.built == [("debian-trixie", host_arch())]
+    assert run.messages == [
+        "error: the unit suite ran no test: "
+        "`pytest tests/unit -q --timeout=300 -k boots` selected none"
+    ]
+
+
+def test_a_keyword_that_matches_no_scenario_fails(run):
+    assert run.tree()(keyword="adds") == NO_TESTS
+    assert [m.split(" ran ")[0] for m in run.messages] == [
+        f"error: the VM suite (debian-trixie, {host_arch()})"
+    ]

@@ -1,0 +1,95 @@
+"""`invoke test`: the unit suite, then for each arch the image is built and the VM suite
+(scenarios marked `vm`, and `image` tests that need the built image) runs against it.
+
+A suite that runs no test fails the run and says so, whatever the reason (a `-k` that
+matches none of its tests, a marker selection that deselects every scenario): a green
+run always means tests ran and passed.
+"""
+
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from toolkit import paths
+from toolkit.arch import resolve_arches
+from toolkit.flavors import load_flavor
+
+NO_TESTS = 5  # pytest's exit code when it collected or selected no test
+
+# prepare_host(arches): what the host needs to build and boot them (vm.hostcheck.ensure_host)
+PrepareHost = Callable[[tuple[str, ...]], None]
+# build(flavor, arch): the image the VM suite runs against (toolkit.build.build)
+BuildImage = Callable[[str, str], object]
+
+
+def pytest(args: list[str], root: Path) -> int:
+    command = [sys.executable, "-m", "pytest", *args]
+    print("$ " + shlex.join(command), flush=True)
+    return subprocess.run(command, cwd=root, check=False).returncode
+
+
+def _build(flavor: str, arch: str) -> object:
+    from toolkit.build import build
+
+    return build(flavor, arch)
+
+
+def run_tests(
+    flavor: str | None,
+    arch: str | None,
+    unit_only: bool,
+    keyword: str | None,
+    workers: int,
+    slow: bool,
+    *,
+    prepare_host: PrepareHost,
+    build: BuildImage = _build,
+    root: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
+    """0 when every suite ran tests and they passed; otherwise the first failing suite's
+    pytest exit code, or NO_TESTS when the only fault is a suite that ran nothing.
+    A failing unit suite stops the run before any image is built."""
+    root = paths.REPO_ROOT if root is None else root
+    flavor_obj = load_flavor(flavor)  # bad names fail before anything runs
+    arches = resolve_arches(arch, flavor_obj.architectures)
+    reports = paths.build_dir() / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    selection = ["-k", keyword] if keyword else []
+    # Unit tests use the real tools too (apt, gpg, mkfs, skopeo, grub-editenv, ...).
+    prepare_host(tuple(a.name for a in arches))
+    unit_args = ["tests/unit", "-q", "--timeout=300", f"--junitxml={reports}/unit.xml"]
+    results = [("the unit suite", unit_args + selection, pytest(unit_args + selection, root))]
+    if unit_only or results[0][2] not in (0, NO_TESTS):
+        return _verdict(results, log)
+    marks = "vm or image" if slow else "(vm or image) and not slow"
+    for a in arches:
+        build(flavor_obj.name, a.name)
+        args = [
+            "tests/e2e",
+            "-m",
+            marks,
+            f"--flavor={flavor_obj.name}",
+            f"--arch={a.name}",
+            f"--junitxml={reports}/e2e-{flavor_obj.name}-{a.name}.xml",
+            "-v",
+            *selection,
+        ]
+        if workers > 1:
+            args += ["-n", str(workers)]
+        name = f"the VM suite ({flavor_obj.name}, {a.name})"
+        results.append((name, args, pytest(args, root)))
+    return _verdict(results, log)
+
+
+def _verdict(results: list[tuple[str, list[str], int]], log: Callable[[str], None]) -> int:
+    for name, args, code in results:
+        if code == NO_TESTS:
+            shown = shlex.join(a for a in args if not a.startswith("--junitxml="))
+            log(f"error: {name} ran no test: `pytest {shown}` selected none")
+    failures = [code for _, _, code in results if code not in (0, NO_TESTS)]
+    if failures:
+        return failures[0]
+    return NO_TESTS if any(code == NO_TESTS for _, _, code in results) else 0
