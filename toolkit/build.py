@@ -147,6 +147,8 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
         partial(build_iso, image.rootfs, image.recovery_image, arch, image.installer_iso, epoch),
     )
     labels = oci_labels(image)
+    if image.slot_image.exists():  # what a machine needs on COS_STATE to hold it as a slot
+        labels["io.cos.slot-size"] = str(image.slot_image.stat().st_size)
     stage(
         "oci",
         {"rootfs": rootfs.key, "labels": labels, "epoch": epoch},

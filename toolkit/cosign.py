@@ -7,24 +7,20 @@ that names the manifest digest; it is stored beside the image by toolkit.registr
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 import os
-import re
 import tempfile
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cos import signature
+from cos.signature import make_payload
 from toolkit import paths
 from toolkit.errors import CosError
 
-SIGNATURE_TYPE = "cosign container image signature"
 PRIVATE_KEY_NAME = "cosign.key"
 PUBLIC_KEY_NAME = "cosign.pub"
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> bool:
@@ -78,29 +74,6 @@ def ensure_keypair(keys_dir: Path | None = None) -> tuple[Path, Path]:
     return private_path, public_path
 
 
-def repository_of(reference: str) -> str:
-    """'host:port/repo:tag' or 'host/repo@sha256:..' -> 'host:port/repo' (cosign's identity)."""
-    name = reference.split("@", 1)[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    return name[:colon] if colon > slash else name
-
-
-def make_payload(docker_reference: str, digest: str) -> bytes:
-    if not _DIGEST_RE.fullmatch(digest):
-        raise CosError(f"not a sha256 manifest digest: {digest!r}")
-    # Key order and compact separators as cosign's Go encoder writes them.
-    payload = {
-        "critical": {
-            "identity": {"docker-reference": repository_of(docker_reference)},
-            "image": {"docker-manifest-digest": digest},
-            "type": SIGNATURE_TYPE,
-        },
-        "optional": None,
-    }
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
 def sign_digest(docker_reference: str, digest: str, private_key: Path) -> tuple[bytes, str]:
     """(payload, base64 signature) for the image `digest` in repository docker_reference."""
     payload = make_payload(docker_reference, digest)
@@ -108,51 +81,14 @@ def sign_digest(docker_reference: str, digest: str, private_key: Path) -> tuple[
     return payload, base64.b64encode(signature).decode()
 
 
-def _load_public(public_key: Path | bytes) -> tuple[ec.EllipticCurvePublicKey, str]:
-    where = "public key" if isinstance(public_key, bytes) else str(public_key)
-    try:
-        pem = public_key if isinstance(public_key, bytes) else Path(public_key).read_bytes()
-        key = serialization.load_pem_public_key(pem)
-    except (OSError, ValueError, TypeError) as e:
-        raise CosError(f"{where}: not a PEM public key ({e})") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise CosError(f"{where}: not an ECDSA public key")
-    return key, where
-
-
 def verify(
     payload: bytes, signature_b64: str, public_key: Path | bytes, expected_digest: str
 ) -> None:
     """Raise CosError unless the signature is the key's over payload AND payload names
-    expected_digest (a valid signature for another image must not pass)."""
-    key, where = _load_public(public_key)
+    expected_digest: the machines' own check (cos.signature), given a key file or PEM."""
+    where = "public key" if isinstance(public_key, bytes) else str(public_key)
     try:
-        signature = base64.b64decode(signature_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise CosError("signature is not valid base64") from None
-    try:
-        key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        raise CosError(
-            f"bad signature: it does not verify with {where} "
-            "(payload altered, or signed with another key)"
-        ) from None
-    try:
-        document = json.loads(payload)
-    except ValueError as e:
-        raise CosError(f"malformed signature payload: not JSON ({e})") from None
-    try:
-        critical = document["critical"]
-        signed_digest = critical["image"]["docker-manifest-digest"]
-        kind = critical["type"]
-    except (KeyError, TypeError):
-        raise CosError(
-            "malformed signature payload: needs critical.image.docker-manifest-digest "
-            "and critical.type"
-        ) from None
-    if kind != SIGNATURE_TYPE:
-        raise CosError(f"malformed signature payload: type is {kind!r}, not {SIGNATURE_TYPE!r}")
-    if signed_digest != expected_digest:
-        raise CosError(
-            f"digest mismatch: signature is for {signed_digest}, image is {expected_digest}"
-        )
+        pem = public_key if isinstance(public_key, bytes) else Path(public_key).read_bytes()
+    except OSError as e:
+        raise CosError(f"{where}: not a PEM public key ({e})") from None
+    signature.verify(payload, signature_b64, pem, expected_digest, where=where)

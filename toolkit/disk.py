@@ -5,10 +5,12 @@ raw file (mke2fs -E offset, mkfs.vfat --offset, mtools' @@offset), so builds run
 unprivileged in containers and CI runners as well.
 """
 
+import json
 import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +142,46 @@ def make_esp(disk: Path, part: Partition, rootfs: Path, arch: Arch, work: Path) 
         run(["mcopy", "-i", image, str(source), dest], what=f"mcopy {dest}")
 
 
+FIRST_ACTIVE, FIRST_PASSIVE = "2", "1"  # slot generations of a fresh disk
+
+
+def slot_state_files(rootfs: Path, slot_image: Path, work: Path, epoch: int) -> dict[str, Path]:
+    """COS_STATE's content (the agent's cos/slots.py documents it): both slots hold the
+    built system, the pointer names 2 active and 1 passive, and each slot says what it is."""
+    release = read_os_release(rootfs)
+    info = {
+        "flavor": release.get("VARIANT_ID", ""),
+        "version": release.get("IMAGE_VERSION", ""),
+        "source": "built disk",
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)),
+    }
+    files = {}
+    for name in (FIRST_ACTIVE, FIRST_PASSIVE):
+        files[f"cOS/slots/{name}.img"] = slot_image
+        meta = work / f"slot-{name}.json"
+        meta.write_text(json.dumps({**info, "name": name}, indent=2, sort_keys=True) + "\n")
+        files[f"cOS/slots/{name}.json"] = meta
+    pointer = work / "state.env"
+    new_grubenv(pointer)
+    run(
+        ["grub-editenv", str(pointer), "set", f"cos_active={FIRST_ACTIVE}",
+         f"cos_passive={FIRST_PASSIVE}"],
+        what="grub-editenv set the slot pointer",
+    )  # fmt: skip
+    files["cOS/state.env"] = pointer
+    return files
+
+
+def read_os_release(rootfs: Path) -> dict[str, str]:
+    path = rootfs / "usr/lib/os-release"
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            values[key] = value.strip().strip('"')
+    return values
+
+
 def build_disk(
     rootfs: Path, slot_image: Path, recovery_image: Path, arch: Arch, output: Path, epoch: int
 ) -> list[Partition]:
@@ -159,8 +201,9 @@ def build_disk(
     with tempfile.TemporaryDirectory(prefix="cos-disk-", dir=output.parent) as tmp:
         work = Path(tmp)
         make_esp(output, by_label["COS_GRUB"], rootfs, arch, work)
+        state_files = slot_state_files(rootfs, slot_image, work, epoch)
         for label, files in (
-            ("COS_STATE", {"cOS/active.img": slot_image, "cOS/passive.img": slot_image}),
+            ("COS_STATE", state_files),
             ("COS_RECOVERY", {"cOS/recovery.img": recovery_image}),
             ("COS_OEM", {}),
             ("COS_PERSISTENT", {}),

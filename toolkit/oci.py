@@ -22,12 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from cos.oci import (
+    MEDIA_CONFIG,
+    MEDIA_INDEX,
+    MEDIA_LAYER,
+    MEDIA_MANIFEST,
+    digest_of,
+    hash_digest,
+)
 from toolkit.errors import CosError
 
-MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+__all__ = ["MEDIA_CONFIG", "MEDIA_INDEX", "MEDIA_LAYER", "MEDIA_MANIFEST", "digest_of"]
+
 REF_NAME = "org.opencontainers.image.ref.name"
 ARCHES_OCI = ("amd64", "arm64")
 
@@ -52,16 +58,6 @@ class OciImage:
 
 def _json_bytes(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def digest_of(data: bytes) -> str:
-    """The content address of `data` as OCI and the registry API write it: sha256:<hex>."""
-    return hash_digest(hashlib.sha256(data))
-
-
-def hash_digest(sha256) -> str:
-    """digest_of() for data fed piece by piece into a hashlib.sha256() object."""
-    return "sha256:" + sha256.hexdigest()
 
 
 def blob_path(layout_dir: Path, digest: str) -> Path:
@@ -128,19 +124,33 @@ def gzip_stream(src: BinaryIO, dst: BinaryIO) -> tuple[str, str, int]:
 def tar_directory(root: Path, dest: Path, epoch: int) -> None:
     """Reproducible tar of a directory: sorted entries, numeric owners, int mtimes, none
     later than `epoch` (the build's source_date_epoch()), so a rebuilt tree whose files
-    differ only by when they were written gives the same bytes."""
-
-    def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uname = info.gname = ""
-        info.mtime = min(int(info.mtime), epoch)
-        return info
-
-    with tarfile.open(dest, "w", format=tarfile.GNU_FORMAT) as tar:
+    differ only by when they were written gives the same bytes. PAX format, with extended
+    attributes (file capabilities, ACLs, SELinux labels) as `SCHILY.xattr.*` records, as
+    container tools write and read them."""
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             for name in sorted(dirnames + filenames):
                 path = Path(dirpath) / name
-                tar.add(path, str(path.relative_to(root)), recursive=False, filter=normalize)
+                info = tar.gettarinfo(str(path), str(path.relative_to(root)))
+                info.uname = info.gname = ""
+                info.mtime = min(int(info.mtime), epoch)
+                info.pax_headers = xattr_records(path)
+                if info.isreg():
+                    with path.open("rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+
+
+def xattr_records(path: Path) -> dict[str, str]:
+    """A file's extended attributes as PAX records; binary values survive as tarfile's
+    surrogate-escaped strings (it writes them with hdrcharset=BINARY)."""
+    records = {}
+    for name in sorted(os.listxattr(path, follow_symlinks=False)):
+        value = os.getxattr(path, name, follow_symlinks=False)
+        records[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+    return records
 
 
 def _archive_layout(layout_dir: Path, dest: Path) -> None:

@@ -20,88 +20,37 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# The reading side (references, manifests, blobs, signatures) is the machines' own client.
+from cos.registry import (
+    CHUNK,
+    MEDIA_SIMPLESIGNING,
+    SIGNATURE_ANNOTATION,
+    base_url,
+    call,
+    fetch_signature,
+    fetch_signatures,
+    get_manifest,
+    header,
+    opener,
+    parse_reference,
+    resolve_digest,
+    signature_manifest,
+    signature_tag,
+)
+from cos.signature import repository_of
 from toolkit import oci, paths
-from toolkit.cosign import repository_of
 from toolkit.errors import CosError
 
+__all__ = ["fetch_signature", "fetch_signatures", "get_manifest", "resolve_digest"]
+
 REGISTRY_BINARY = "docker-registry"
-MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_TYPES = (oci.MEDIA_MANIFEST, oci.MEDIA_INDEX, MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST)
-MEDIA_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
-SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-
-_CHUNK = 1 << 20
-_TIMEOUT = 60  # seconds per socket operation, not per request
-# Never send local traffic through a proxy from the environment.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-# ---------------------------------------------------------------- references and HTTP
-
-
-def parse_reference(reference: str) -> tuple[str, str, str]:
-    """'host:port/repo/name:tag' or '...@sha256:..' -> (host, repo, tag or digest)."""
-    name, at, digest = reference.partition("@")
-    host, slash, rest = name.partition("/")
-    if not slash or not rest or not ("." in host or ":" in host or host == "localhost"):
-        raise CosError(
-            f"image reference {reference!r} needs a registry host, e.g. 127.0.0.1:5000/cos/name:tag"
-        )
-    repo = repository_of(name)[len(host) + 1 :]
-    tag = name[len(host) + 1 + len(repo) + 1 :]
-    if at:
-        return host, repo, digest
-    return host, repo, tag or "latest"
-
-
-def _base_url(host: str) -> str:
-    # Only the local registry is plain HTTP; anything else is expected to have TLS.
-    local = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
-    return f"{'http' if local else 'https'}://{host}"
-
-
-def _call(
-    method: str,
-    url: str,
-    host: str,
-    *,
-    body: bytes | Iterator[bytes] | None = None,
-    headers: dict[str, str] | None = None,
-    missing_ok: bool = False,
-) -> tuple[int, dict[str, str], bytes]:
-    """One request; (status, headers, body). A 404 returns status 404 when missing_ok."""
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with _opener.open(request, timeout=_TIMEOUT) as response:
-            return response.status, dict(response.headers.items()), response.read()
-    except urllib.error.HTTPError as e:
-        if missing_ok and e.code == 404:
-            return 404, dict(e.headers.items()), b""
-        detail = e.read()[:500].decode(errors="replace").strip()
-        try:
-            detail = json.loads(detail)["errors"][0]["message"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            pass
-        raise CosError(f"{method} {url}: HTTP {e.code} {e.reason}: {detail}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
-        raise CosError(
-            f"registry at {host} is not answering (is `invoke registry` running?): {e}"
-        ) from None
-
-
-def _header(headers: dict[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
 
 # ---------------------------------------------------------------- client
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
+        while chunk := f.read(CHUNK):
             yield chunk
 
 
@@ -115,15 +64,15 @@ def _push_blob(host: str, repo: str, content: bytes | Path, digest: str | None =
         size = content.stat().st_size
     else:
         digest, body, size = digest or oci.digest_of(content), content, len(content)
-    base = f"{_base_url(host)}/v2/{repo}"
-    status, _, _ = _call("HEAD", f"{base}/blobs/{digest}", host, missing_ok=True)
+    base = f"{base_url(host)}/v2/{repo}"
+    status, _, _ = call("HEAD", f"{base}/blobs/{digest}", host, missing_ok=True)
     if status == 200:
         return digest  # content-addressed: already there means the same bytes
-    _, headers, _ = _call("POST", f"{base}/blobs/uploads/", host, body=b"")
-    location = urllib.parse.urljoin(base + "/", _header(headers, "Location") or "")
+    _, headers, _ = call("POST", f"{base}/blobs/uploads/", host, body=b"")
+    location = urllib.parse.urljoin(base + "/", header(headers, "Location") or "")
     separator = "&" if "?" in location else "?"
     # One monolithic PUT.
-    _call(
+    call(
         "PUT",
         f"{location}{separator}digest={urllib.parse.quote(digest)}",
         host,
@@ -135,9 +84,9 @@ def _push_blob(host: str, repo: str, content: bytes | Path, digest: str | None =
 
 def _put_manifest(host: str, repo: str, ref: str, data: bytes, media_type: str) -> str:
     digest = oci.digest_of(data)
-    url = f"{_base_url(host)}/v2/{repo}/manifests/{ref}"
-    _, headers, _ = _call("PUT", url, host, body=data, headers={"Content-Type": media_type})
-    answered = _header(headers, "Docker-Content-Digest")
+    url = f"{base_url(host)}/v2/{repo}/manifests/{ref}"
+    _, headers, _ = call("PUT", url, host, body=data, headers={"Content-Type": media_type})
+    answered = header(headers, "Docker-Content-Digest")
     if answered and answered != digest:
         raise CosError(f"PUT {url}: registry stored {answered}, expected {digest}")
     return digest
@@ -166,50 +115,6 @@ def push_layout(layout_dir: Path, reference: str) -> str:
     raise CosError(f"{layout_dir}/index.json: cannot push media type {top['mediaType']!r}")
 
 
-def get_manifest(reference: str) -> tuple[str, bytes, str]:
-    """(media type, raw bytes, digest) of a manifest or index; CosError if absent."""
-    host, repo, ref = parse_reference(reference)
-    url = f"{_base_url(host)}/v2/{repo}/manifests/{ref}"
-    status, headers, data = _call(
-        "GET", url, host, headers={"Accept": ", ".join(MANIFEST_TYPES)}, missing_ok=True
-    )
-    if status == 404:
-        raise CosError(f"{reference}: no such image in the registry")
-    digest = oci.digest_of(data)
-    if ref.startswith("sha256:") and digest != ref:
-        raise CosError(f"GET {url}: content has digest {digest}, not {ref}")
-    media_type = (_header(headers, "Content-Type") or "").split(";")[0]
-    return media_type or json.loads(data).get("mediaType", ""), data, digest
-
-
-def resolve_digest(reference: str) -> str:
-    """The manifest digest a tag points at now (resolve once, then pull by digest)."""
-    host, repo, ref = parse_reference(reference)
-    if ref.startswith("sha256:"):
-        return ref
-    url = f"{_base_url(host)}/v2/{repo}/manifests/{ref}"
-    status, headers, _ = _call(
-        "HEAD", url, host, headers={"Accept": ", ".join(MANIFEST_TYPES)}, missing_ok=True
-    )
-    if status == 404:
-        raise CosError(f"{reference}: no such image in the registry")
-    return _header(headers, "Docker-Content-Digest") or get_manifest(reference)[2]
-
-
-def _signature_tag(digest: str) -> str:
-    return digest.replace(":", "-") + ".sig"
-
-
-def _signature_manifest(host: str, repo: str, digest: str) -> dict | None:
-    try:
-        _, data, _ = get_manifest(f"{host}/{repo}:{_signature_tag(digest)}")
-    except CosError as e:
-        if "no such image" in str(e):
-            return None
-        raise
-    return json.loads(data)
-
-
 def push_signature(ref_repo: str, digest: str, payload: bytes, signature: str) -> str:
     """Store a signature as cosign does; returns the signature manifest's digest.
 
@@ -217,7 +122,7 @@ def push_signature(ref_repo: str, digest: str, payload: bytes, signature: str) -
     re-sign), and pushing the same one twice changes nothing.
     """
     host, repo, _ = parse_reference(repository_of(ref_repo))
-    existing = _signature_manifest(host, repo, digest)
+    existing = signature_manifest(host, repo, digest)
     layers = list(existing["layers"]) if existing else []
     payload_digest = _push_blob(host, repo, payload)
     layer = {
@@ -249,33 +154,7 @@ def push_signature(ref_repo: str, digest: str, payload: bytes, signature: str) -
         "layers": layers,
     }
     data = json.dumps(manifest, separators=(",", ":")).encode()
-    return _put_manifest(host, repo, _signature_tag(digest), data, oci.MEDIA_MANIFEST)
-
-
-def fetch_signatures(repo: str, digest: str) -> list[tuple[bytes, str]]:
-    """Every (payload, signature) stored for the image digest in repo, oldest first."""
-    host, name, _ = parse_reference(repository_of(repo))
-    manifest = _signature_manifest(host, name, digest)
-    if manifest is None:
-        raise CosError(f"{repository_of(repo)}@{digest} has no signature in the registry")
-    found = []
-    for layer in manifest.get("layers", []):
-        signature = layer.get("annotations", {}).get(SIGNATURE_ANNOTATION)
-        if layer.get("mediaType") != MEDIA_SIMPLESIGNING or signature is None:
-            continue
-        url = f"{_base_url(host)}/v2/{name}/blobs/{layer['digest']}"
-        _, _, payload = _call("GET", url, host)
-        if oci.digest_of(payload) != layer["digest"]:
-            raise CosError(f"GET {url}: payload does not match its digest")
-        found.append((payload, signature))
-    if not found:
-        raise CosError(f"{repository_of(repo)}@{digest}: signature manifest holds no signature")
-    return found
-
-
-def fetch_signature(repo: str, digest: str) -> tuple[bytes, str]:
-    """The newest (payload, signature) stored for the image digest in repo."""
-    return fetch_signatures(repo, digest)[-1]
+    return _put_manifest(host, repo, signature_tag(digest), data, oci.MEDIA_MANIFEST)
 
 
 # ---------------------------------------------------------------- server
@@ -299,7 +178,7 @@ def _alive(pid: int, config: Path) -> bool:
 
 def _answers(address: str) -> bool:
     try:
-        with _opener.open(f"http://{address}/v2/", timeout=2) as response:
+        with opener.open(f"http://{address}/v2/", timeout=2) as response:
             return response.status == 200
     except (OSError, urllib.error.URLError):
         return False

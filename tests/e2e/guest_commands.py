@@ -2,6 +2,6 @@
 
 # Sets (or, with an empty value, unsets) grubenv variables through the agent's own writer.
 SET_GRUBENV = (
-    "python3 -c 'import sys; from cos import bootstate; "
-    'bootstate.update_grubenv(**dict(a.split("=", 1) for a in sys.argv[1:]))\' '
+    "python3 -c 'import sys; from cos import slots; "
+    'slots.update_grubenv(**dict(a.split("=", 1) for a in sys.argv[1:]))\' '
 )

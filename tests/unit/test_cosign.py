@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cos import signature
 from toolkit import cosign
 from toolkit.errors import CosError
 
@@ -45,7 +46,7 @@ def test_default_keys_dir_follows_env(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_payload_is_cosign_simple_signing() -> None:
-    payload = cosign.make_payload(REPO + ":0.1.0", DIGEST)
+    payload = signature.make_payload(REPO + ":0.1.0", DIGEST)
     assert payload == (
         b'{"critical":{"identity":{"docker-reference":"127.0.0.1:5000/cos/debian-trixie"},'
         b'"image":{"docker-manifest-digest":"' + DIGEST.encode() + b'"},'
@@ -63,7 +64,7 @@ def test_payload_is_cosign_simple_signing() -> None:
     ],
 )
 def test_repository_of(reference: str, repository: str) -> None:
-    assert cosign.repository_of(reference) == repository
+    assert signature.repository_of(reference) == repository
 
 
 def test_good_signature_verifies(keys: tuple[Path, Path]) -> None:
@@ -128,7 +129,7 @@ def test_malformed_payload_fails(keys: tuple[Path, Path]) -> None:
     private, public = keys
     with pytest.raises(CosError, match="malformed signature payload: not JSON"):
         cosign.verify(b"not json", _sign_raw(private, b"not json"), public, DIGEST)
-    no_digest = json.dumps({"critical": {"type": cosign.SIGNATURE_TYPE}}).encode()
+    no_digest = json.dumps({"critical": {"type": signature.SIGNATURE_TYPE}}).encode()
     with pytest.raises(CosError, match="malformed signature payload"):
         cosign.verify(no_digest, _sign_raw(private, no_digest), public, DIGEST)
     wrong_type = json.dumps(

@@ -82,19 +82,31 @@ def test_esp_holds_grub_and_config(disk):
     assert env.startswith(b"# GRUB Environment Block") and len(env) == 1024
 
 
-def test_state_holds_both_slots_as_one_copy(disk, tmp_path):
+def test_state_holds_both_slots_as_one_copy_and_the_pointer(disk, tmp_path):
     state = tmp_path / "state.img"
     start = offsets(disk)["COS_STATE"]
     subprocess.run(
         ["dd", f"if={disk}", f"of={state}", "bs=1M", f"skip={start >> 20}", "status=none"],
         check=True,
     )
-    listing = subprocess.run(
-        ["debugfs", "-R", "ls -l /cOS", str(state)], capture_output=True, text=True, check=True
-    ).stdout
+
+    def debugfs(request: str) -> str:
+        return subprocess.run(
+            ["debugfs", "-R", request, str(state)], capture_output=True, text=True, check=True
+        ).stdout
+
+    listing = debugfs("ls -l /cOS/slots")
     inodes = {line.split()[-1]: line.split()[0] for line in listing.splitlines() if ".img" in line}
-    assert set(inodes) == {"active.img", "passive.img"}
-    assert inodes["active.img"] == inodes["passive.img"]  # a hard link until the first upgrade
+    assert set(inodes) == {"1.img", "2.img"}
+    assert inodes["1.img"] == inodes["2.img"]  # a hard link until the first upgrade
+    pointer = tmp_path / "state.env"
+    debugfs(f"dump /cOS/state.env {pointer}")
+    shown = subprocess.run(
+        ["grub-editenv", str(pointer), "list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert shown == ["cos_active=2", "cos_passive=1"]
+    info = json.loads(debugfs("cat /cOS/slots/2.json"))
+    assert info["name"] == "2" and info["source"] == "built disk"
     subprocess.run(["e2fsck", "-fn", str(state)], check=True, capture_output=True)
 
 

@@ -7,11 +7,14 @@ blocks, or GRUB can no longer write it.
 import os
 from pathlib import Path
 
+from cos.errors import CosError
+from cos.files import replace_atomically
+
 HEADER = "# GRUB Environment Block\n"
 SIZE = 1024
 
 
-class GrubEnvError(Exception):
+class GrubEnvError(CosError):
     pass
 
 
@@ -36,6 +39,11 @@ def render(values: dict[str, str], path: Path) -> bytes:
 
 def read(path: Path) -> dict[str, str]:
     return parse(path.read_bytes(), path)
+
+
+def create(path: Path, values: dict[str, str]) -> None:
+    """A new block with `values`, put in place by one atomic rename (the slot pointer)."""
+    replace_atomically(path, render(values, path))
 
 
 def update(path: Path, **changes: str) -> dict[str, str]:

@@ -1,27 +1,23 @@
 """The cOS partitions, found by label, and mounting them where the agent needs them."""
 
 import fcntl
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
+from cos.errors import CosError
+from cos.runner import probe, run
+
 LABELS = ("COS_GRUB", "COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT")
 LOCK = Path("/run/lock/cos-partitions.lock")
+_held = 0  # this process's nesting depth inside one_agent_at_a_time
 
 
 def device(label: str) -> str | None:
-    result = subprocess.run(["blkid", "-L", label], capture_output=True, text=True, check=False)
-    return result.stdout.strip() or None
+    return probe(["blkid", "-L", label]).strip() or None
 
 
 def mountpoint_of(dev: str) -> str | None:
-    result = subprocess.run(
-        ["findmnt", "-n", "-o", "TARGET", "--source", dev],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = result.stdout.split()
+    lines = probe(["findmnt", "-n", "-o", "TARGET", "--source", dev]).split()
     return lines[0] if lines else None
 
 
@@ -29,11 +25,24 @@ def mountpoint_of(dev: str) -> str | None:
 def one_agent_at_a_time():
     """Two agents share the mount points under /run/cos/mnt: while one holds a partition
     mounted read-only, the other's read-write mount of it comes up read-only too (the
-    kernel reuses the mounted file system), and its write fails."""
+    kernel reuses the mounted file system), and its write fails. Reentrant, so one agent
+    can hold two partitions (a second flock on a new descriptor would wait for itself)."""
+    global _held
+    if _held:
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+        return
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        _held = 1
+        try:
+            yield
+        finally:
+            _held = 0
 
 
 @contextmanager
@@ -46,7 +55,7 @@ def mounted(label: str, writable: bool = False):
 def _mounted(label: str, writable: bool):
     dev = device(label)
     if dev is None:
-        raise FileNotFoundError(f"no partition labelled {label}")
+        raise CosError(f"no partition labelled {label}")
     current = mountpoint_of(dev)
     if current and not writable:
         yield Path(current)
@@ -54,14 +63,15 @@ def _mounted(label: str, writable: bool):
     target = Path("/run/cos/mnt") / label.lower()
     target.mkdir(parents=True, exist_ok=True)
     if current:
-        subprocess.run(["mount", "-o", "remount,rw", current], check=True)
+        run(["mount", "-o", "remount,rw", current], what=f"remounting {label} read-write")
         try:
             yield Path(current)
         finally:
-            subprocess.run(["mount", "-o", "remount,ro", current], check=False)
+            run(["mount", "-o", "remount,ro", current], what=f"remounting {label} read-only")
         return
-    subprocess.run(["mount", "-o", "rw" if writable else "ro", dev, str(target)], check=True)
+    mode = "rw" if writable else "ro"
+    run(["mount", "-o", mode, dev, str(target)], what=f"mounting {label} ({dev})")
     try:
         yield target
     finally:
-        subprocess.run(["umount", str(target)], check=False)
+        run(["umount", str(target)], what=f"unmounting {label}")
