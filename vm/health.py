@@ -1,7 +1,14 @@
 """The health gate after every boot: the console must show no panic, oops, emergency
-shell, segfault or ordering cycle, and systemd must report no failed unit."""
+shell, segfault or ordering cycle, and systemd must have settled in state "running": no
+failed unit, no job still queued when the wait for startup ends."""
 
 import re
+import shlex
+
+from vm.commands import GuestCommands
+from vm.errors import HealthGateFailed
+
+SETTLE_TIMEOUT = 30.0  # KVM seconds (scaled) for startup to finish after SSH answers
 
 CONSOLE_PROBLEMS = re.compile(
     r"Kernel panic|\bOops\b|emergency mode|Emergency shell|Entering emergency|segfault at|"
@@ -46,3 +53,35 @@ def failed_units(systemctl_output: str) -> list[str]:
         if fields:
             units.append(fields[0])
     return units
+
+
+def check_health(guest: GuestCommands, console_text: str, boot_number: int) -> None:
+    """Raise HealthGateFailed when this boot's console (`console_text`, read from where the
+    boot began) or systemd shows a problem. Waits for startup to finish first, so a unit
+    that fails late is caught; a startup that does not finish fails the gate too."""
+    problems = console_problems(console_text)
+    settle = int(guest.scaled(SETTLE_TIMEOUT))
+    # `--wait` prints nothing when `timeout` ends it: ask again for the state it stopped in.
+    state = guest.run(
+        f"timeout {settle} systemctl is-system-running --wait >/dev/null; "
+        "systemctl is-system-running",
+        timeout=SETTLE_TIMEOUT + 30,
+    ).stdout.strip()
+    units = failed_units(guest.systemctl("--failed --no-legend --plain")[1])
+    if not problems and not units and state == "running":
+        return
+    report = [
+        f"{guest.name} failed the health gate after boot {boot_number} "
+        f"(system state: {state or 'unknown'})"
+    ]
+    if problems:
+        report += ["console:", *[f"  {line}" for line in problems[:20]]]
+    if units:
+        status = guest.systemctl(
+            "status --no-pager --lines 15 " + " ".join(shlex.quote(u) for u in units)
+        )[1]
+        report += [f"failed units: {' '.join(units)}", status]
+    if state != "running":
+        jobs = guest.systemctl("list-jobs --no-pager")[1].strip()
+        report += ["jobs still queued (systemctl list-jobs):", jobs or "(none)"]
+    raise HealthGateFailed("\n".join(report))

@@ -1,5 +1,11 @@
-"""One test VM, driven like the NixOS test driver: start, wait, run commands, reboot,
-cut the power, read the console.
+"""One test VM, driven like the NixOS test driver: its options, its life cycle (start,
+shutdown, reboot, power cut) and SSH.
+
+The harness is split by role: the command helpers (succeed, fail, waits, copies) are
+written once in vm/commands.py against `run`, which a Machine provides over SSH; boot
+supervision (console offsets, boot timing, guest resets, firmware stalls, the emulator's
+patching race) is vm/supervisor.py. Checks such as `is_running` only report; the wait
+loops call `supervise`, the one step that starts a machine again.
 
 Every wait takes a timeout in KVM seconds and multiplies it by `machine.scale`
 (4 under TCG, 8 for an emulated foreign arch), so tests state one number for all hosts.
@@ -8,7 +14,6 @@ Every wait takes a timeout in KVM seconds and multiplies it by `machine.scale`
 import contextlib
 import os
 import re
-import shlex
 import shutil
 import time
 import uuid
@@ -23,8 +28,9 @@ from toolkit.arch import get_arch, host_arch
 from vm import disks, health
 from vm import ssh as sshlib
 from vm.accel import Accel, choose_accel, timeout_scale
+from vm.commands import COMMAND_TIMEOUT, GuestCommands
 from vm.connection import connect, default_uri
-from vm.console import BootTimer, ConsoleLog
+from vm.console import ConsoleLog
 from vm.domain import DOMAIN_PREFIX, DiskSpec, DomainSpec, domain_xml
 from vm.errors import CommandFailed, GuestUnreachable, HealthGateFailed, VmError
 from vm.firmware import find_firmware
@@ -33,15 +39,12 @@ from vm.ports import PortLease, allocate_port
 from vm.seed import CloudConfig, make_seed_iso
 from vm.sshkey import harness_key
 from vm.state import KeptMachine
+from vm.supervisor import BootSupervisor
 from vm.testrun import current_run
 
 # Base timeouts in seconds under KVM (see module docstring).
 BOOT_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 30.0
-COMMAND_TIMEOUT = 120.0
-UNIT_TIMEOUT = 60.0
-SETTLE_TIMEOUT = 30.0
-FIRMWARE_TIMEOUT = 15.0  # to UEFI's boot manager: 4.5-6 s under TCG on an idle 2-core host
 
 
 # Under TCG, 2 vCPUs run as two host threads (MTTCG). Measured to SSH on a 2-core host:
@@ -75,7 +78,7 @@ class MachineOptions:
     cpu_model: str | None = None  # None: the measured default for the arch
 
 
-class Machine:
+class Machine(GuestCommands):
     def __init__(
         self,
         name: str,
@@ -89,14 +92,15 @@ class Machine:
         self.name = name if name.startswith(DOMAIN_PREFIX) else DOMAIN_PREFIX + name
         self.arch = get_arch(self.options.arch)
         self.uri = uri or default_uri()
-        self._run = current_run()
-        self.workdir = workdir or self._run.ensure_dir() / self.name
+        self._testrun = current_run()
+        self.workdir = workdir or self._testrun.ensure_dir() / self.name
         self.accel = accel or choose_accel(self.arch.name)
         self.scale = timeout_scale(self.accel.name, self.arch.name)
         self.console = ConsoleLog(self.workdir / "console.log")
         self.key = harness_key()
-        self._boot_timings: dict[str, float] = {}
-        self.boot_history: list[dict[str, float]] = []
+        self._boot = BootSupervisor(
+            self.name, self.console, self.scale, self.accel.name, self._cold_reboots
+        )
         self.boot_id: str | None = None
         self._port: PortLease | None = None
         self._domain: libvirt.virDomain | None = None
@@ -105,16 +109,9 @@ class Machine:
         self._ssh: paramiko.SSHClient | None = None
         self._host: object | None = None
         self._host_client: paramiko.SSHClient | None = None
-        self._timer: BootTimer | None = None
-        self._boot_offset = 0
-        self._instance_offset = 0  # console offset where the current QEMU process began
-        self._instance_started = 0.0
-        self._boot_started = 0.0
         self._prepared = False
-        self.emulator_retries = 0  # first boots repeated after the TCG patching race
-        self.firmware_restarts = 0  # power cycles after a firmware that printed nothing
         if not self.options.keep:
-            self._run.on_exit(id(self), self.cleanup)
+            self._testrun.on_exit(id(self), self.cleanup)
 
     def __repr__(self) -> str:
         return f"<Machine {self.name} {self.arch.name} {self.accel.name} port={self.ssh_port}>"
@@ -135,9 +132,22 @@ class Machine:
     def boot_timings(self) -> dict[str, float]:
         """Phase -> seconds since the domain started (or the reboot was asked): firmware,
         grub, kernel, systemd, first_target, multi_user, ssh. Live while booting."""
-        if self._timer is not None:
-            return dict(self._timer.timings)
-        return dict(self._boot_timings)
+        return self._boot.timings
+
+    @property
+    def boot_history(self) -> list[dict[str, float]]:
+        """The timings of every boot that reached SSH, first boot first."""
+        return self._boot.boot_history
+
+    @property
+    def emulator_retries(self) -> int:
+        """First boots repeated after the TCG patching race (vm/health.py)."""
+        return self._boot.emulator_retries
+
+    @property
+    def firmware_restarts(self) -> int:
+        """Power cycles after a firmware that printed nothing."""
+        return self._boot.firmware_restarts
 
     @property
     def console_path(self) -> Path:
@@ -153,9 +163,6 @@ class Machine:
         if self.options.hostname:
             return self.options.hostname
         return re.sub(r"[^a-z0-9-]+", "-", self.name.lower())[:63].strip("-")
-
-    def scaled(self, seconds: float) -> float:
-        return seconds * self.scale
 
     def prepare(self) -> None:
         """Create the machine's files once: disks, seed, firmware variables."""
@@ -196,7 +203,7 @@ class Machine:
             name=self.name, arch=self.arch, accel=self.accel.name,
             firmware=find_firmware(self.arch), nvram=self.workdir / "efivars.fd",
             console_log=self.console.path, ssh_port=self._port.port,
-            owner=self._run.owner(self.options.keep), workdir=self.workdir,
+            owner=self._testrun.owner(self.options.keep), workdir=self.workdir,
             disks=self._disks(), registry_port=self.options.registry_port,
             memory_mib=self.options.memory_mib, vcpus=self.options.vcpus,
             cpu_model=self.options.cpu_model, cold_reboots=self._cold_reboots,
@@ -227,7 +234,33 @@ class Machine:
             problem = seccomp_problem()
             if problem:
                 raise VmError(f"cannot start {self.name} with a registry forward: {problem}")
-        self.prepare()
+        while True:
+            self.prepare()
+            self._create_new_domain()
+            self._begin_boot()
+            if not wait:
+                return
+            try:
+                self.wait_for_ssh(timeout, check_health=check_health, fail_fast=fail_fast)
+                return
+            except (GuestUnreachable, HealthGateFailed):
+                if not self._boot.hit_emulator_patch_race():
+                    raise
+            # A machine's first boot can be repeated exactly: same fresh disks, seed and
+            # firmware variables. Later boots carry state a scenario depends on: never.
+            warnings.warn(
+                f"{self.name}: the guest kernel died in live code patching "
+                "(QEMU multi-threaded TCG race, see vm/health.py); booting it "
+                "again from fresh disks",
+                stacklevel=2,
+            )
+            self._boot.emulator_retries += 1
+            self.power_cut()
+            self._prepared = False  # prepare() makes the files anew
+
+    def _create_new_domain(self) -> None:
+        """Write this start's domain XML and create the domain, on a new SSH port when
+        someone outside our lock files took the one we had."""
         conn = connect(self.uri)
         for attempt in range(3):
             if self._port is None:
@@ -237,53 +270,21 @@ class Machine:
             (self.workdir / "domain.xml").write_text(self._xml)
             try:
                 self._create_domain(conn)
-                break
+                return
             except libvirt.libvirtError as exc:
                 message = exc.get_error_message() or str(exc)
                 if "host forwarding" in message and attempt < 2:
-                    # Someone outside our lock files took the port; take another.
                     self._port.release()
                     self._port = None
                     continue
                 raise VmError(f"starting {self.name} failed: {message}") from None
-        self._begin_boot()
-        if not wait:
-            return
-        try:
-            self.wait_for_ssh(timeout, check_health=check_health, fail_fast=fail_fast)
-        except (GuestUnreachable, HealthGateFailed):
-            if not self._hit_emulator_patch_race():
-                raise
-            # A machine's first boot can be repeated exactly: same fresh disks, seed and
-            # firmware variables. Later boots carry state a scenario depends on: never.
-            warnings.warn(
-                f"{self.name}: the guest kernel died in live code patching "
-                "(QEMU multi-threaded TCG race, see vm/health.py); booting it "
-                "again from fresh disks",
-                stacklevel=2,
-            )
-            self.emulator_retries += 1
-            self.power_cut()
-            self._prepared = False  # start() makes the files anew
-            self.start(wait=True, timeout=timeout, check_health=check_health, fail_fast=fail_fast)
 
     def _create_domain(self, conn: libvirt.virConnect) -> None:
         # A transient domain that dies with our libvirt connection: a crashed or killed
         # run leaves no domain behind. Kept machines must outlive us.
         flags = 0 if self.options.keep else libvirt.VIR_DOMAIN_START_AUTODESTROY
-        self._instance_offset = self.console.size()
-        self._instance_started = time.monotonic()
+        self._boot.new_instance()
         self._domain = conn.createXML(self._xml, flags)
-
-    def _start_again_after_guest_reset(self) -> bool:
-        """A guest reset ended QEMU (cold reboots, see vm/domain.py): start the same
-        domain again, with the same disks, seed and firmware variables."""
-        if self._xml is None or not self._cold_reboots:
-            return False
-        if not health.GUEST_RESET.search(self.console.read(self._instance_offset)):
-            return False  # powered off, or stopped by someone else
-        self._start_same_domain_again("after the guest reset itself")
-        return True
 
     def _start_same_domain_again(self, why: str) -> None:
         """A new QEMU process for this domain: same XML, disks, seed, firmware variables."""
@@ -301,41 +302,27 @@ class Machine:
     def _cold_reboots(self) -> bool:
         return not self.options.keep  # only a live owner can start a kept machine again
 
-    def _hit_emulator_patch_race(self) -> bool:
-        return (
-            self.accel.name == "tcg"
-            and not self.boot_history
-            and self.emulator_retries == 0
-            and bool(health.EMULATOR_PATCH_RACE.search(self.console.read(self._boot_offset)))
-        )
-
     def _begin_boot(self, reboot: bool = False) -> None:
         self._close_ssh()
-        if self._timer is not None:
-            self._timer.stop()
-        self._boot_offset = self.console.size()
-        self._boot_started = time.monotonic()
-        self._boot_timings = {}
-        self._timer = BootTimer(self.console, self._boot_offset, self._boot_started, gated=reboot)
-        self._timer.start()
-
-    def _end_boot(self) -> None:
-        timings = self._timer.stop() if self._timer else {}
-        self._timer = None
-        timings["ssh"] = round(time.monotonic() - self._boot_started, 2)
-        self._boot_timings = timings
-        self.boot_history.append(timings)
+        self._boot.begin_boot(reboot)
 
     def is_running(self) -> bool:
-        """Whether the machine runs; a guest that reset itself is started again here."""
+        """Whether the machine's domain runs now. It only reports: a guest that reset
+        itself is started again by `supervise`, not here."""
         if self._domain is None:
             return False
         try:
-            if self._domain.isActive():
-                return True
+            return bool(self._domain.isActive())
         except libvirt.libvirtError:
-            pass  # a transient domain that stopped is gone
-        return self._start_again_after_guest_reset()
+            return False  # a transient domain that stopped is gone
+
+    def supervise(self) -> bool:
+        """The one step that acts on what the checks see, called by every wait loop:
+        start the domain again after the guest reset itself (cold reboots), power-cycle
+        a firmware that stalled (once). Returns whether the machine runs afterwards."""
+        if self._domain is None:
+            return False
+        return self._boot.supervise(self.is_running(), self._start_same_domain_again)
 
     def wait_for_ssh(
         self,
@@ -370,9 +357,7 @@ class Machine:
                         f"{self.name} did not answer SSH on 127.0.0.1:{self.ssh_port} within "
                         f"{limit:.0f} s (last error: {last_error})"
                     )
-                raise GuestUnreachable(
-                    f"{failure[0]}; last console lines:\n{self.console.tail(30, self._boot_offset)}"
-                )
+                raise GuestUnreachable(f"{failure[0]}; last console lines:\n{self._boot.tail()}")
             # Short windows while the guest may have no address yet: QEMU's user network
             # retries an unanswered SYN with growing back-off, so a long wait on one
             # connection can sleep through the moment sshd comes up.
@@ -414,73 +399,34 @@ class Machine:
             self._ssh = client
             self.boot_id = boot_id
             break
-        self._end_boot()
+        self._boot.end_boot()
         if check_health:
             self.check_health()
 
     def _boot_failure(self, fail_fast: bool) -> list[str]:
         """Why waiting longer for this boot is pointless, if it is."""
-        if not self.is_running():
+        if not self.supervise():
             return [f"{self.name} stopped while waiting for SSH"]
-        stalled = self._firmware_stalled()
-        if stalled:
-            return [stalled]
+        gave_up = self._boot.firmware_gave_up()
+        if gave_up:
+            return [gave_up]
         if fail_fast:
-            dead_end = health.BOOT_DEAD_ENDS.search(self.console.read(self._boot_offset))
+            dead_end = self._boot.dead_end()
             if dead_end:
                 time.sleep(2)  # let the rest of the message reach the log
-                return [f"{self.name} cannot boot: the console shows {dead_end.group(0).strip()!r}"]
+                return [f"{self.name} cannot boot: the console shows {dead_end!r}"]
         return []
 
-    def _firmware_stalled(self) -> str | None:
-        """Power-cycle once when this QEMU process's firmware printed nothing in time (edk2
-        can wait forever for a vCPU that missed its wake-up); report a second stall.
-        Nothing has run yet, so the power cycle loses nothing a scenario made."""
-        limit = self.scaled(FIRMWARE_TIMEOUT)
-        if self._domain is None or time.monotonic() - self._instance_started < limit:
-            return None
-        if health.FIRMWARE_BOOT_MANAGER.search(self.console.read(self._instance_offset)):
-            return None
-        if self.firmware_restarts:
-            return f"the firmware of {self.name} printed nothing within {limit:.0f} s, twice"
-        warnings.warn(
-            f"{self.name}: the firmware printed nothing within {limit:.0f} s; "
-            "powering it off and on once",
-            stacklevel=2,
-        )
-        self.firmware_restarts += 1
-        self._start_same_domain_again("after its firmware stalled")
-        return None
-
     def check_health(self) -> None:
-        """Raise HealthGateFailed when this boot's console or systemd shows a problem."""
-        problems = health.console_problems(self.console.read(self._boot_offset))
-        settle = int(self.scaled(SETTLE_TIMEOUT))
-        # Let startup finish so a unit that fails late is caught; a hang is reported below.
-        state = self.run(
-            f"timeout {settle} systemctl is-system-running --wait", timeout=SETTLE_TIMEOUT + 30
-        ).stdout.strip()
-        units = health.failed_units(self.execute("systemctl --failed --no-legend --plain")[1])
-        if not problems and not units:
-            return
-        report = [
-            (
-                f"{self.name} failed the health gate after boot {len(self.boot_history)} "
-                f"(system state: {state or 'unknown'})"
-            )
-        ]
-        if problems:
-            report += ["console:", *[f"  {line}" for line in problems[:20]]]
-        if units:
-            status = self.run(
-                "systemctl status --no-pager --lines 15 " + " ".join(shlex.quote(u) for u in units)
-            ).stdout
-            report += [f"failed units: {' '.join(units)}", status]
-        raise HealthGateFailed("\n".join(report))
+        """Raise HealthGateFailed when this boot's console or systemd shows a problem, or
+        startup does not settle in state "running" (vm/health.py)."""
+        health.check_health(self, self.console.read(self._boot.boot_offset), len(self.boot_history))
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Power off cleanly and wait until the domain is off."""
         if not self.is_running():
+            self._domain = None  # off already, or its guest reset itself: it stays off
+            self._stop_timer()
             return
         try:
             sshlib.run(self.ssh, "systemctl --no-block poweroff", timeout=30)
@@ -492,11 +438,11 @@ class Machine:
         self._close_ssh()
         limit = self.scaled(timeout or SHUTDOWN_TIMEOUT)
         deadline = time.monotonic() + limit
-        while self.is_running():
+        while self.supervise():
             if time.monotonic() > deadline:
                 raise VmError(
                     f"{self.name} did not power off within {limit:.0f} s; last console lines:\n"
-                    f"{self.console.tail(30, self._boot_offset)}"
+                    f"{self._boot.tail()}"
                 )
             time.sleep(0.5)
         self._domain = None
@@ -533,7 +479,7 @@ class Machine:
             self._port = None
         if remove_files and not self.options.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
-        self._run.forget(id(self))
+        self._testrun.forget(id(self))
 
     def detach(self) -> None:
         """Let a running kept machine go on without this process: QEMU now holds its SSH
@@ -542,12 +488,10 @@ class Machine:
             self._port.release()
         self._close_ssh()
         self._stop_timer()
-        self._run.forget(id(self))
+        self._testrun.forget(id(self))
 
     def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
+        self._boot.stop_timer()
 
     # ----- SSH -----------------------------------------------------------------------
 
@@ -564,7 +508,7 @@ class Machine:
             assert self._ssh is not None
             return self._ssh
         self._close_ssh()
-        if not self.is_running():
+        if not self.supervise():
             raise GuestUnreachable(f"{self.name} is not running")
         last: Exception | None = None
         for _ in range(3):
@@ -576,7 +520,7 @@ class Machine:
                 time.sleep(1)
         raise GuestUnreachable(
             f"cannot reconnect to {self.name} on 127.0.0.1:{self.ssh_port}: {last}; "
-            f"last console lines:\n{self.console.tail(30, self._boot_offset)}"
+            f"last console lines:\n{self._boot.tail()}"
         )
 
     @property
@@ -614,101 +558,9 @@ class Machine:
                 if attempt == 1:
                     raise GuestUnreachable(
                         f"{self.name}: running {command!r} failed: {exc}; last console lines:\n"
-                        f"{self.console.tail(30, self._boot_offset)}"
+                        f"{self._boot.tail()}"
                     ) from None
         raise AssertionError("unreachable")
-
-    def execute(self, command: str, timeout: float | None = None) -> tuple[int, str]:
-        result = self.run(command, timeout)
-        return result.rc, result.stdout
-
-    def succeed(self, command: str, timeout: float | None = None) -> str:
-        result = self.run(command, timeout)
-        if result.rc != 0:
-            raise CommandFailed(
-                f"{self.name}: command {command!r} failed with exit code {result.rc}\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
-                command,
-                result.rc,
-                result.stdout,
-                result.stderr,
-            )
-        return result.stdout
-
-    def fail(self, command: str, timeout: float | None = None) -> str:
-        """Run a command that must fail; returns its stdout and stderr."""
-        result = self.run(command, timeout)
-        if result.rc == 0:
-            raise CommandFailed(
-                f"{self.name}: command {command!r} succeeded but was expected to fail\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
-                command,
-                result.rc,
-                result.stdout,
-                result.stderr,
-            )
-        return result.stdout + result.stderr
-
-    def wait_until_succeeds(
-        self, command: str, timeout: float | None = None, interval: float = 1.0
-    ) -> str:
-        limit = self.scaled(timeout or COMMAND_TIMEOUT)
-        deadline = time.monotonic() + limit
-        last = None
-        while True:
-            try:
-                last = self.run(
-                    command, timeout=max(1.0, (deadline - time.monotonic()) / self.scale)
-                )
-                if last.rc == 0:
-                    return last.stdout
-            except GuestUnreachable:
-                if not self.is_running():
-                    raise
-            except CommandFailed:
-                pass  # the attempt timed out; the overall deadline decides
-            if time.monotonic() > deadline:
-                out = (
-                    f"exit code {last.rc}\nstdout:\n{last.stdout}\nstderr:\n{last.stderr}"
-                    if last
-                    else "no attempt finished"
-                )
-                raise CommandFailed(
-                    f"{self.name}: {command!r} did not succeed within {limit:.0f} s; "
-                    f"last try: {out}",
-                    command,
-                    last.rc if last else -1,
-                    last.stdout if last else "",
-                    last.stderr if last else "",
-                )
-            time.sleep(interval)
-
-    def wait_for_unit(self, unit: str, timeout: float | None = None) -> None:
-        """Wait until `unit` is active; fail at once when it has failed."""
-        limit = self.scaled(timeout or UNIT_TIMEOUT)
-        deadline = time.monotonic() + limit
-        quoted = shlex.quote(unit)
-        state: dict[str, str] = {}
-        while True:
-            out = self.run(
-                f"systemctl show -p ActiveState -p SubState -p LoadState {quoted}"
-            ).stdout
-            state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-            active = state.get("ActiveState", "")
-            if active == "active":
-                return
-            if active == "failed":
-                details = self.run(
-                    f"systemctl status --no-pager --lines 0 {quoted}; "
-                    f"journalctl -b --no-pager -n 40 -u {quoted}"
-                ).stdout
-                raise VmError(f"{self.name}: unit {unit} failed:\n{details}")
-            if time.monotonic() > deadline:
-                raise VmError(
-                    f"{self.name}: unit {unit} not active within {limit:.0f} s "
-                    f"(state: {state or 'unknown'})"
-                )
-            time.sleep(1)
 
     # ----- console -----------------------------------------------------------------
 
@@ -720,9 +572,9 @@ class Machine:
         self, regex: str, timeout: float | None = None, since: int | None = None
     ) -> str:
         """Wait until a console line of this boot (or after `since`) matches; returns it."""
-        start = self._boot_offset if since is None else since
+        start = self._boot.boot_offset if since is None else since
         match = self.console.wait_for(
-            regex, self.scaled(timeout or BOOT_TIMEOUT), start, still_running=self.is_running
+            regex, self.scaled(timeout or BOOT_TIMEOUT), start, still_running=self.supervise
         )
         text = match.string
         begin = text.rfind("\n", 0, match.start()) + 1
@@ -731,11 +583,11 @@ class Machine:
 
     # ----- files and inspection ----------------------------------------------------
 
-    def copy_to(self, local: str | Path, remote: str) -> None:
-        sshlib.put(self.ssh, Path(local), remote)
+    def _upload(self, local: Path, remote: str) -> None:
+        sshlib.put(self.ssh, local, remote)
 
-    def copy_from(self, remote: str, local: str | Path) -> None:
-        sshlib.get(self.ssh, remote, Path(local))
+    def _download(self, remote: str, local: Path) -> None:
+        sshlib.get(self.ssh, remote, local)
 
     def kept_state(self, name: str, flavor: str) -> KeptMachine:
         """The facts `invoke vm.ssh/console/down` need about a kept machine."""

@@ -12,9 +12,11 @@ import pytest
 from toolkit.arch import host_arch
 from vm.accel import Accel
 from vm.domain import domain_xml
-from vm.errors import GuestUnreachable, ImageNotBuilt
-from vm.machine import FIRMWARE_TIMEOUT, Machine, MachineOptions
+from vm.errors import GuestUnreachable, HealthGateFailed, ImageNotBuilt, VmError
+from vm.machine import Machine, MachineOptions
 from vm.ports import allocate_port
+from vm.ssh import CommandResult
+from vm.supervisor import FIRMWARE_TIMEOUT
 
 
 @pytest.fixture(autouse=True)
@@ -115,18 +117,18 @@ def test_only_a_first_tcg_boot_killed_by_the_patch_race_is_repeated(tmp_path: Pa
     m = Machine("race", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
     m.console.path.parent.mkdir(parents=True, exist_ok=True)
     m.console.path.write_text("[    4.1] Run /init as init process\n")
-    assert not m._hit_emulator_patch_race()  # any other dead boot is the image's fault
+    assert not m._boot.hit_emulator_patch_race()  # any other dead boot is the image's fault
     m.console.path.write_text(PATCH_RACE_CONSOLE)
-    assert m._hit_emulator_patch_race()
-    m.emulator_retries = 1
-    assert not m._hit_emulator_patch_race()  # once only
-    m.emulator_retries = 0
+    assert m._boot.hit_emulator_patch_race()
+    m._boot.emulator_retries = 1
+    assert not m._boot.hit_emulator_patch_race()  # once only
+    m._boot.emulator_retries = 0
     m.boot_history.append({"ssh": 20.0})
-    assert not m._hit_emulator_patch_race()  # a later boot carries a scenario's state
+    assert not m._boot.hit_emulator_patch_race()  # a later boot carries a scenario's state
     kvm = Machine("race-kvm", MachineOptions(arch=host_arch()), accel=Accel("kvm", "test"))
     kvm.console.path.parent.mkdir(parents=True, exist_ok=True)
     kvm.console.path.write_text(PATCH_RACE_CONSOLE)
-    assert not kvm._hit_emulator_patch_race()  # a real CPU has no such race
+    assert not kvm._boot.hit_emulator_patch_race()  # a real CPU has no such race
     m.cleanup()
     kvm.cleanup()
 
@@ -140,6 +142,9 @@ class FakeDomain:
 
     def destroy(self) -> None:
         self.active = False
+
+    def XMLDesc(self) -> str:
+        return "<domain id='live'/>"
 
 
 @pytest.fixture
@@ -164,24 +169,37 @@ def machine_with_console(name: str, console: str, running: bool, keep: bool = Fa
     return m
 
 
-def test_a_guest_reset_starts_the_same_domain_again(created_domains: list[str]) -> None:
+def test_checks_only_report_and_supervise_starts_a_reset_guest_again(
+    created_domains: list[str],
+) -> None:
     m = machine_with_console("cold", "[   30.1] reboot: Power down\n", running=False)
-    assert not m.is_running() and created_domains == []  # a power-off stays off
+    assert not m.supervise() and created_domains == []  # a power-off stays off
     with m.console.path.open("a") as console:
         console.write("BdsDxe: loading Boot0001\n[   40.2] reboot: Restarting system\n")
-    m._instance_offset = len("[   30.1] reboot: Power down\n")
-    assert m.is_running() and created_domains == ["<domain/>"]  # a fresh QEMU, same domain
+    m._boot.instance_offset = len("[   30.1] reboot: Power down\n")
+    # Reading the state (as artifact collection does) starts nothing.
+    assert not m.is_running() and m.domain_xml() == "<domain/>" and created_domains == []
+    assert m.supervise() and created_domains == ["<domain/>"]  # a fresh QEMU, same domain
+    assert m.is_running() and m.domain_xml() == "<domain id='live'/>"
     m._domain = FakeDomain(False)
     with m.console.path.open("a") as console:
         console.write("BdsDxe: loading Boot0001\n[    9.0] reboot: Power down\n")
-    assert not m.is_running() and len(created_domains) == 1  # the new process powered off
+    assert not m.supervise() and len(created_domains) == 1  # the new process powered off
     assert "on_reboot>destroy<" in domain_xml(_spec_with_port(m))
 
     kept = machine_with_console("kept", "[ 40.2] reboot: Restarting system\n", False, keep=True)
-    assert not kept.is_running() and len(created_domains) == 1  # libvirt resets kept ones
+    assert not kept.supervise() and len(created_domains) == 1  # libvirt resets kept ones
     assert "on_reboot>restart<" in domain_xml(_spec_with_port(kept))
     for machine in (m, kept):
         machine.cleanup()
+
+
+def test_a_wait_loop_starts_a_reset_guest_again(created_domains: list[str]) -> None:
+    m = machine_with_console("wait", "[   40.2] reboot: Restarting system\n", running=False)
+    with pytest.raises(VmError, match="did not show"):  # not "machine stopped"
+        m.wait_for_console("never printed", timeout=0.1)
+    assert created_domains == ["<domain/>"] and m.is_running()
+    m.cleanup()
 
 
 def _spec_with_port(m: Machine):
@@ -191,17 +209,43 @@ def _spec_with_port(m: Machine):
 
 def test_a_firmware_that_prints_nothing_is_power_cycled_once(created_domains: list[str]) -> None:
     m = machine_with_console("stall", "", running=True)
-    m._instance_started = time.monotonic()
-    assert m._boot_failure(fail_fast=True) == []  # still within its time
-    m._instance_started -= m.scaled(FIRMWARE_TIMEOUT) + 1
+    m._boot.instance_started = time.monotonic()
+    assert m.supervise() and m._boot_failure(fail_fast=True) == []  # still within its time
+    m._boot.instance_started -= m.scaled(FIRMWARE_TIMEOUT) + 1
+    assert m.is_running() and created_domains == []  # the check alone does nothing
     with pytest.warns(UserWarning, match="printed nothing"):
         assert m._boot_failure(fail_fast=True) == []
     assert created_domains == ["<domain/>"] and m.firmware_restarts == 1
     m.console.path.write_text("BdsDxe: loading Boot0001\n")
-    m._instance_started -= m.scaled(FIRMWARE_TIMEOUT) + 1
+    m._boot.instance_started -= m.scaled(FIRMWARE_TIMEOUT) + 1
     assert m._boot_failure(fail_fast=True) == []  # it spoke: nothing to do
     m.console.path.write_text("")
-    m._instance_offset = 0
+    m._boot.instance_offset = 0
     assert "printed nothing" in m._boot_failure(fail_fast=True)[0]  # a second stall fails
     assert len(created_domains) == 1
+    m.cleanup()
+
+
+def test_health_gate_fails_a_boot_that_does_not_settle(monkeypatch) -> None:
+    """`systemctl is-system-running --wait` ended by its timeout with a job still
+    queued: the gate fails with the state and the queued jobs."""
+    m = Machine("settle", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    asked: list[str] = []
+
+    def run(command: str, timeout: float | None = None) -> CommandResult:
+        asked.append(command)
+        if "is-system-running" in command:
+            return CommandResult(command, 1, "starting\n", "")
+        if "list-jobs" in command:
+            return CommandResult(
+                command, 0, "JOB UNIT TYPE STATE\n42 slow.service start running\n", ""
+            )
+        return CommandResult(command, 0, "", "")  # no failed unit
+
+    monkeypatch.setattr(m, "run", run)
+    with pytest.raises(HealthGateFailed) as err:
+        m.check_health()
+    assert "system state: starting" in str(err.value)
+    assert "42 slow.service start running" in str(err.value)
+    assert any(c.startswith("timeout 120 systemctl is-system-running --wait") for c in asked)
     m.cleanup()

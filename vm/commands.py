@@ -1,0 +1,147 @@
+"""Guest command helpers, written once against an abstract `run`, as the NixOS test driver
+does: succeed, fail, execute, wait_until_succeeds, wait_for_unit, systemctl, copy_to and
+copy_from.
+
+A transport (Machine: SSH) provides `run`, the two file transfers and, when it has a
+domain to look after, `supervise`. Timeouts are in KVM seconds and scaled by `scale`
+(4 under TCG, 8 for an emulated foreign arch), so tests state one number for all hosts.
+"""
+
+import shlex
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from vm.errors import CommandFailed, GuestUnreachable, VmError
+from vm.ssh import CommandResult
+
+# Base timeouts in seconds under KVM (see the module docstring).
+COMMAND_TIMEOUT = 120.0
+UNIT_TIMEOUT = 60.0
+
+
+class GuestCommands(ABC):
+    name: str
+    scale: float = 1.0
+
+    @abstractmethod
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        """Run `command` as root within `timeout` KVM seconds (default COMMAND_TIMEOUT).
+        Raises CommandFailed (rc -1) when it did not finish in time and GuestUnreachable
+        when the guest cannot be reached."""
+
+    @abstractmethod
+    def _upload(self, local: Path, remote: str) -> None:
+        """Copy a local file or folder tree to the guest, modes included."""
+
+    @abstractmethod
+    def _download(self, remote: str, local: Path) -> None:
+        """Copy a guest file or folder tree to the host."""
+
+    def supervise(self) -> bool:
+        """One step of looking after the guest while a wait goes on; returns whether it
+        runs. A transport without a machine to restart has nothing to do."""
+        return True
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.scale
+
+    def execute(self, command: str, timeout: float | None = None) -> tuple[int, str]:
+        result = self.run(command, timeout)
+        return result.rc, result.stdout
+
+    def succeed(self, command: str, timeout: float | None = None) -> str:
+        result = self.run(command, timeout)
+        if result.rc != 0:
+            raise CommandFailed(
+                f"{self.name}: command {command!r} failed with exit code {result.rc}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+                command,
+                result.rc,
+                result.stdout,
+                result.stderr,
+            )
+        return result.stdout
+
+    def fail(self, command: str, timeout: float | None = None) -> str:
+        """Run a command that must fail; returns its stdout and stderr."""
+        result = self.run(command, timeout)
+        if result.rc == 0:
+            raise CommandFailed(
+                f"{self.name}: command {command!r} succeeded but was expected to fail\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+                command,
+                result.rc,
+                result.stdout,
+                result.stderr,
+            )
+        return result.stdout + result.stderr
+
+    def systemctl(self, arguments: str, timeout: float | None = None) -> tuple[int, str]:
+        """`systemctl ARGUMENTS` (given as shell words); returns its exit code and stdout."""
+        return self.execute(f"systemctl {arguments}", timeout)
+
+    def wait_until_succeeds(
+        self, command: str, timeout: float | None = None, interval: float = 1.0
+    ) -> str:
+        limit = self.scaled(timeout or COMMAND_TIMEOUT)
+        deadline = time.monotonic() + limit
+        last = None
+        while True:
+            try:
+                last = self.run(
+                    command, timeout=max(1.0, (deadline - time.monotonic()) / self.scale)
+                )
+                if last.rc == 0:
+                    return last.stdout
+            except GuestUnreachable:
+                if not self.supervise():
+                    raise  # stopped for good: waiting longer cannot help
+            except CommandFailed:
+                pass  # the attempt timed out; the overall deadline decides
+            if time.monotonic() > deadline:
+                out = (
+                    f"exit code {last.rc}\nstdout:\n{last.stdout}\nstderr:\n{last.stderr}"
+                    if last
+                    else "no attempt finished"
+                )
+                raise CommandFailed(
+                    f"{self.name}: {command!r} did not succeed within {limit:.0f} s; "
+                    f"last try: {out}",
+                    command,
+                    last.rc if last else -1,
+                    last.stdout if last else "",
+                    last.stderr if last else "",
+                )
+            time.sleep(interval)
+
+    def wait_for_unit(self, unit: str, timeout: float | None = None) -> None:
+        """Wait until `unit` is active; fail at once when it has failed."""
+        limit = self.scaled(timeout or UNIT_TIMEOUT)
+        deadline = time.monotonic() + limit
+        quoted = shlex.quote(unit)
+        state: dict[str, str] = {}
+        while True:
+            out = self.systemctl(f"show -p ActiveState -p SubState -p LoadState {quoted}")[1]
+            state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+            active = state.get("ActiveState", "")
+            if active == "active":
+                return
+            if active == "failed":
+                details = self.run(
+                    f"systemctl status --no-pager --lines 0 {quoted}; "
+                    f"journalctl -b --no-pager -n 40 -u {quoted}"
+                ).stdout
+                raise VmError(f"{self.name}: unit {unit} failed:\n{details}")
+            if time.monotonic() > deadline:
+                raise VmError(
+                    f"{self.name}: unit {unit} not active within {limit:.0f} s "
+                    f"(state: {state or 'unknown'})"
+                )
+            time.sleep(1)
+
+    def copy_to(self, local: str | Path, remote: str) -> None:
+        self._upload(Path(local), remote)
+
+    def copy_from(self, remote: str, local: str | Path) -> None:
+        self._download(remote, Path(local))
