@@ -43,7 +43,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--arch", default=None, help="x86_64, aarch64 or all (default: the host's arch)"
     )
-    group.addoption("--libvirt-uri", default=None, help="libvirt URI (default qemu:///system)")
+    group.addoption(
+        "--libvirt-uri",
+        default=None,
+        help="libvirt URI of this host's hypervisor (default qemu:///system; another host's "
+        "is refused: disks and console logs are local files, SSH goes to 127.0.0.1)",
+    )
     group.addoption(
         "--keep-vms", action="store_true", help="leave the machines running after the tests"
     )
@@ -69,7 +74,7 @@ def _arches(flavor: str, option: str | None) -> tuple[str, ...]:
 
 def pytest_configure(config: pytest.Config) -> None:
     from toolkit.flavors import DEFAULT_FLAVOR
-    from vm.connection import default_uri
+    from vm.connection import default_uri, remote_uri_problem
 
     # Declared in pyproject.toml too; here so the plugin works from any rootdir.
     config.addinivalue_line("markers", "vm: boots real QEMU machines through libvirt")
@@ -79,11 +84,15 @@ def pytest_configure(config: pytest.Config) -> None:
         arches = _arches(flavor, config.getoption("--arch") or os.environ.get("COS_ARCH"))
     except CosError as exc:
         raise pytest.UsageError(str(exc)) from None
+    uri = config.getoption("--libvirt-uri") or default_uri()
+    problem = remote_uri_problem(uri)
+    if problem:
+        raise pytest.UsageError(problem)
     artifacts = config.getoption("--artifacts-dir") or os.environ.get(ARTIFACTS_ENV)
     config.stash[_settings_key] = VmSettings(
         flavor=flavor,
         arches=arches,
-        uri=config.getoption("--libvirt-uri") or default_uri(),
+        uri=uri,
         keep=bool(config.getoption("--keep-vms")),
         artifacts_dir=Path(artifacts).resolve() if artifacts else paths.build_dir() / "artifacts",
     )

@@ -67,3 +67,11 @@ def test_machine_tests_get_the_vm_marker(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_inprocess("-m", "not vm", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_a_libvirt_uri_of_another_host_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    uri = "qemu+ssh://root@192.0.2.10/system"
+    result = pytester.runpytest_inprocess(f"--libvirt-uri={uri}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*libvirt URI '{uri}' names the host '192.0.2.10'*"])
