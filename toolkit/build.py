@@ -125,31 +125,10 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
         [image.recovery_image],
         partial(make_recovery_image, image.rootfs, image.recovery_image, epoch),
     )
-    stage(
-        "disk",
-        {"system": system.key, "recovery": recovery.key, "epoch": epoch},
-        [image.disk_raw, image.disk_qcow2],
-        partial(
-            make_disk_images,
-            image.rootfs,
-            image.slot_image,
-            image.recovery_image,
-            arch,
-            image.disk_raw,
-            image.disk_qcow2,
-            epoch,
-        ),
-    )
-    stage(
-        "installer-iso",
-        {"recovery": recovery.key, "epoch": epoch},
-        [image.installer_iso],
-        partial(build_iso, image.rootfs, image.recovery_image, arch, image.installer_iso, epoch),
-    )
     labels = oci_labels(image)
     if image.slot_image.exists():  # what a machine needs on COS_STATE to hold it as a slot
         labels["io.cos.slot-size"] = str(image.slot_image.stat().st_size)
-    stage(
+    oci_stage = stage(
         "oci",
         {"rootfs": rootfs.key, "labels": labels, "epoch": epoch},
         [image.oci_layout, image.oci_archive],
@@ -161,8 +140,31 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
             arch_oci=arch.oci,
             labels=labels,
             epoch=epoch,
+            project_packages=set(repo.built + repo.reused),
             log=log,
         ),
+    )
+    stage(
+        "disk",
+        {"system": system.key, "recovery": recovery.key, "oci": oci_stage.key, "epoch": epoch},
+        [image.disk_raw, image.disk_qcow2],
+        partial(
+            make_disk_images,
+            image.rootfs,
+            image.slot_image,
+            image.recovery_image,
+            image.oci_layout,
+            arch,
+            image.disk_raw,
+            image.disk_qcow2,
+            epoch,
+        ),
+    )
+    stage(
+        "installer-iso",
+        {"recovery": recovery.key, "epoch": epoch},
+        [image.installer_iso],
+        partial(build_iso, image.rootfs, image.recovery_image, arch, image.installer_iso, epoch),
     )
     return image
 

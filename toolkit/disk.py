@@ -16,6 +16,7 @@ from pathlib import Path
 
 from toolkit.arch import Arch
 from toolkit.grub import build_efi_binary, new_grubenv
+from toolkit.oci import read_blob_json, top_descriptor
 from toolkit.runner import run
 
 MiB = 1 << 20
@@ -145,9 +146,13 @@ def make_esp(disk: Path, part: Partition, rootfs: Path, arch: Arch, work: Path) 
 FIRST_ACTIVE, FIRST_PASSIVE = "2", "1"  # slot generations of a fresh disk
 
 
-def slot_state_files(rootfs: Path, slot_image: Path, work: Path, epoch: int) -> dict[str, Path]:
+def slot_state_files(
+    rootfs: Path, slot_image: Path, work: Path, epoch: int, oci_layout: Path | None = None
+) -> dict[str, Path]:
     """COS_STATE's content (the agent's cos/slots.py documents it): both slots hold the
-    built system, the pointer names 2 active and 1 passive, and each slot says what it is."""
+    built system, the pointer names 2 active and 1 passive, and each slot says what it is,
+    down to the OCI image and layers of the same build it equals (an upgrade to an image
+    that shares those layers pulls only the others)."""
     release = read_os_release(rootfs)
     info = {
         "flavor": release.get("VARIANT_ID", ""),
@@ -155,6 +160,11 @@ def slot_state_files(rootfs: Path, slot_image: Path, work: Path, epoch: int) -> 
         "source": "built disk",
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)),
     }
+    if oci_layout is not None:
+        top = top_descriptor(oci_layout)
+        manifest = read_blob_json(oci_layout, top["digest"])
+        info["manifest"] = top["digest"]
+        info["layers"] = [layer["digest"] for layer in manifest["layers"]]
     files = {}
     for name in (FIRST_ACTIVE, FIRST_PASSIVE):
         files[f"cOS/slots/{name}.img"] = slot_image
@@ -183,7 +193,13 @@ def read_os_release(rootfs: Path) -> dict[str, str]:
 
 
 def build_disk(
-    rootfs: Path, slot_image: Path, recovery_image: Path, arch: Arch, output: Path, epoch: int
+    rootfs: Path,
+    slot_image: Path,
+    recovery_image: Path,
+    arch: Arch,
+    output: Path,
+    epoch: int,
+    oci_layout: Path | None = None,
 ) -> list[Partition]:
     """Write the raw disk image `output` from a finished rootfs, slot and recovery image."""
     slot_mib = math.ceil(slot_image.stat().st_size / MiB)
@@ -201,7 +217,7 @@ def build_disk(
     with tempfile.TemporaryDirectory(prefix="cos-disk-", dir=output.parent) as tmp:
         work = Path(tmp)
         make_esp(output, by_label["COS_GRUB"], rootfs, arch, work)
-        state_files = slot_state_files(rootfs, slot_image, work, epoch)
+        state_files = slot_state_files(rootfs, slot_image, work, epoch, oci_layout)
         for label, files in (
             ("COS_STATE", state_files),
             ("COS_RECOVERY", {"cOS/recovery.img": recovery_image}),
@@ -226,13 +242,14 @@ def make_disk_images(
     rootfs: Path,
     slot_image: Path,
     recovery_image: Path,
+    oci_layout: Path,
     arch: Arch,
     raw: Path,
     qcow2: Path,
     epoch: int,
 ) -> None:
     """build_disk() into `raw`, and the same disk as a zstd-compressed qcow2."""
-    build_disk(rootfs, slot_image, recovery_image, arch, raw, epoch)
+    build_disk(rootfs, slot_image, recovery_image, arch, raw, epoch, oci_layout)
     run(
         [
             "qemu-img",

@@ -8,6 +8,7 @@ the same rootfs tar and epoch give the same manifest digest on every machine.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -31,6 +32,8 @@ from cos.oci import (
     hash_digest,
 )
 from toolkit.errors import CosError
+from toolkit.layering import split
+from toolkit.reproducible import DEFAULT_EPOCH
 
 __all__ = ["MEDIA_CONFIG", "MEDIA_INDEX", "MEDIA_LAYER", "MEDIA_MANIFEST", "digest_of"]
 
@@ -121,26 +124,37 @@ def gzip_stream(src: BinaryIO, dst: BinaryIO) -> tuple[str, str, int]:
     return hash_digest(raw_hash), hash_digest(gz_hash), gz_size
 
 
-def tar_directory(root: Path, dest: Path, epoch: int) -> None:
-    """Reproducible tar of a directory: sorted entries, numeric owners, int mtimes, none
-    later than `epoch` (the build's source_date_epoch()), so a rebuilt tree whose files
-    differ only by when they were written gives the same bytes. PAX format, with extended
-    attributes (file capabilities, ACLs, SELinux labels) as `SCHILY.xattr.*` records, as
-    container tools write and read them."""
-    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+def tar_directory(
+    root: Path,
+    dest: Path,
+    epoch: int,
+    entries: list[str] | None = None,
+    pinned: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Reproducible tar of a directory (or of `entries` of it, relative paths in order):
+    numeric owners, int mtimes, none later than `epoch` (the build's source_date_epoch()),
+    and `pinned` entries at DEFAULT_EPOCH, so a rebuilt tree whose files differ only by
+    when they were written gives the same bytes. PAX format, with extended attributes
+    (file capabilities, ACLs, SELinux labels) as `SCHILY.xattr.*` records, as container
+    tools write and read them."""
+    if entries is None:
+        entries = []
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
-            for name in sorted(dirnames + filenames):
-                path = Path(dirpath) / name
-                info = tar.gettarinfo(str(path), str(path.relative_to(root)))
-                info.uname = info.gname = ""
-                info.mtime = min(int(info.mtime), epoch)
-                info.pax_headers = xattr_records(path)
-                if info.isreg():
-                    with path.open("rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)
+            rel = os.path.relpath(dirpath, root)
+            entries += [n if rel == "." else f"{rel}/{n}" for n in sorted(dirnames + filenames)]
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in entries:
+            path = root / name
+            info = tar.gettarinfo(str(path), name)
+            info.uname = info.gname = ""
+            info.mtime = DEFAULT_EPOCH if name in pinned else min(int(info.mtime), epoch)
+            info.pax_headers = xattr_records(path)
+            if info.isreg():
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
 
 
 def xattr_records(path: Path) -> dict[str, str]:
@@ -211,15 +225,18 @@ def build_oci_image(
     arch_oci: str,
     labels: dict[str, str],
     epoch: int,
+    project_packages: set[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> OciImage:
     """Write out_dir/oci (layout) and out_dir/image.oci.tar from a rootfs tar or directory.
 
     `epoch` (the build's source_date_epoch()) is the image's `created` time, and a
-    directory's files are tarred with no mtime later than it. `labels` go into
-    config.Labels; org.opencontainers.image.created and io.cos.arch are filled in from
-    `epoch` and `arch_oci` when absent. The version label, if given, names the image in
-    index.json (so `oci:<layout>:<version>` works too).
+    directory's files are tarred with no mtime later than it. With `project_packages`, a
+    directory becomes two layers (toolkit.layering): Debian's packages as shipped, then
+    the rest, so that an upgrade where only the project changed pulls the second only.
+    `labels` go into config.Labels; org.opencontainers.image.created and io.cos.arch are
+    filled in from `epoch` and `arch_oci` when absent. The version label, if given, names
+    the image in index.json (so `oci:<layout>:<version>` works too).
     """
     created = created_time(epoch)
     rootfs_tar = Path(rootfs_tar)
@@ -231,16 +248,25 @@ def build_oci_image(
     started = time.monotonic()
     tmp = _fresh_tmp_layout(Path(out_dir))
     partial = tmp / "blobs" / "sha256" / ".layer.partial"
-
-    with tempfile.TemporaryDirectory(dir=tmp) as scratch:
-        source = rootfs_tar
-        if rootfs_tar.is_dir():
-            source = Path(scratch) / "rootfs.tar"
-            tar_directory(rootfs_tar, source, epoch)
-        with source.open("rb") as src, partial.open("wb") as dst:
-            diff_id, layer_digest, layer_size = gzip_stream(src, dst)
-    os.rename(partial, blob_path(tmp, layer_digest))
-    layer = {"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": layer_size}
+    if not rootfs_tar.is_dir():
+        parts: list[tuple[list[str] | None, set[str]]] = [(None, set())]
+    elif project_packages is None:
+        parts = [(None, set())]
+    else:
+        layering = split(rootfs_tar, project_packages)
+        parts = [(layering.base, layering.pinned), (layering.top, set())]
+    layers, diff_ids = [], []
+    for entries, pinned in parts:
+        with tempfile.TemporaryDirectory(dir=tmp) as scratch:
+            source = rootfs_tar
+            if rootfs_tar.is_dir():
+                source = Path(scratch) / "rootfs.tar"
+                tar_directory(rootfs_tar, source, epoch, entries, pinned)
+            with source.open("rb") as src, partial.open("wb") as dst:
+                diff_id, layer_digest, layer_size = gzip_stream(src, dst)
+        os.rename(partial, blob_path(tmp, layer_digest))
+        layers.append({"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": layer_size})
+        diff_ids.append(diff_id)
 
     config = {
         "architecture": arch_oci,
@@ -251,15 +277,18 @@ def build_oci_image(
             "Cmd": ["/bin/bash"],
             "Labels": labels,
         },
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": created, "created_by": "cos toolkit: rootfs tar"}],
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [
+            {"created": created, "created_by": f"cos toolkit: rootfs layer {n + 1}"}
+            for n in range(len(layers))
+        ],
     }
     config_desc = _write_blob(tmp, _json_bytes(config), MEDIA_CONFIG)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
         "config": config_desc,
-        "layers": [layer],
+        "layers": layers,
     }
     manifest_desc = _write_blob(tmp, _json_bytes(manifest), MEDIA_MANIFEST)
     top = {
@@ -269,9 +298,11 @@ def build_oci_image(
     }
     _write_layout_frame(tmp, top)
     layout, archive = _finish(tmp, Path(out_dir))
-    size = layer_size + config_desc["size"] + manifest_desc["size"]
+    sizes = [layer["size"] for layer in layers]
+    size = sum(sizes) + config_desc["size"] + manifest_desc["size"]
     log(
-        f"oci: {arch_oci} image {manifest_desc['digest'][:19]} layer {layer_size / 1e6:.1f} MB "
+        f"oci: {arch_oci} image {manifest_desc['digest'][:19]} layers "
+        f"{' + '.join(f'{n / 1e6:.1f}' for n in sizes)} MB "
         f"in {time.monotonic() - started:.1f}s -> {archive}"
     )
     return OciImage(layout, archive, manifest_desc["digest"], config_desc["digest"], size)
@@ -285,6 +316,7 @@ def write_image(
     arch_oci: str,
     labels: dict[str, str],
     epoch: int,
+    project_packages: set[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> OciImage:
     """build_oci_image() with the layout folder and the archive at the given paths."""
@@ -292,8 +324,9 @@ def write_image(
     shutil.rmtree(staging, ignore_errors=True)
     try:
         built = build_oci_image(
-            rootfs, staging, arch_oci=arch_oci, labels=labels, epoch=epoch, log=log
-        )
+            rootfs, staging, arch_oci=arch_oci, labels=labels, epoch=epoch,
+            project_packages=project_packages, log=log,
+        )  # fmt: skip
         built.layout_dir.rename(layout)
         built.archive.rename(archive)
     finally:
@@ -381,4 +414,50 @@ def build_index(images: dict[str, OciImage], out_dir: Path) -> Path:
     index_desc = _write_blob(tmp, _json_bytes(index), MEDIA_INDEX)
     _write_layout_frame(tmp, {**index_desc, "annotations": {REF_NAME: ref_name}})
     layout, _ = _finish(tmp, Path(out_dir))
+    return layout
+
+
+def derive_image(
+    base_layout: Path,
+    out_dir: Path,
+    files: dict[str, tuple[bytes, int] | None],
+    *,
+    labels: dict[str, str],
+    epoch: int,
+) -> Path:
+    """A layout in out_dir/oci: the base image plus one layer that writes `files` (path ->
+    (content, mode), or None: a whiteout that deletes the path), with `labels` merged
+    into the config. As `FROM base` plus `COPY` would make it: the base layers are shared
+    as they are, so a pull of the derived image by a machine that has the base is small."""
+    top = top_descriptor(base_layout)
+    manifest = read_blob_json(base_layout, top["digest"])
+    config = read_blob_json(base_layout, manifest["config"]["digest"])
+    tmp = _fresh_tmp_layout(Path(out_dir))
+    for layer in manifest["layers"]:
+        _link_or_copy(blob_path(base_layout, layer["digest"]), blob_path(tmp, layer["digest"]))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, entry in sorted(files.items()):
+            folder, name = os.path.split(path.strip("/"))
+            content, mode = entry or (b"", 0o644)
+            info = tarfile.TarInfo(os.path.join(folder, name if entry else f".wh.{name}"))
+            info.mtime, info.mode, info.size = epoch, mode, len(content)
+            tar.addfile(info, io.BytesIO(content))
+    partial = tmp / "blobs" / "sha256" / ".layer.partial"
+    with partial.open("wb") as dst:
+        diff_id, layer_digest, layer_size = gzip_stream(io.BytesIO(raw.getvalue()), dst)
+    os.rename(partial, blob_path(tmp, layer_digest))
+    config["config"]["Labels"] = {**config["config"].get("Labels", {}), **labels}
+    config["rootfs"]["diff_ids"].append(diff_id)
+    config["history"].append({"created": created_time(epoch), "created_by": "derive_image"})
+    config_desc = _write_blob(tmp, _json_bytes(config), MEDIA_CONFIG)
+    layer = {"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": layer_size}
+    derived = {**manifest, "config": config_desc, "layers": [*manifest["layers"], layer]}
+    manifest_desc = _write_blob(tmp, _json_bytes(derived), MEDIA_MANIFEST)
+    name = config["config"]["Labels"].get("org.opencontainers.image.version", "latest")
+    _write_layout_frame(
+        tmp, {**manifest_desc, "platform": top["platform"], "annotations": {REF_NAME: name}}
+    )
+    layout = Path(out_dir) / LAYOUT_NAME
+    _replace(tmp, layout)
     return layout

@@ -405,3 +405,34 @@ def test_index_gives_this_arch_or_says_which_it_has():
         CosError, match="wrong arch: no linux/amd64 image in the index .*linux/arm64"
     ):
         oci.manifest_for_arch(index, "amd64", "x")
+
+
+def test_an_image_that_extends_the_running_one_pulls_only_its_new_layer(
+    machine, own_registry, tmp_path
+):
+    storage, reference, layout = own_registry
+    upgrade.upgrade(reference, progress=silent())  # slot 3: made of the image's layer
+    (tmp_path / "boot").write_text("slot=active\nimage=/cOS/slots/3.img\nlabel=COS_STATE\n")
+    derived = toolkit_oci.derive_image(
+        layout, tmp_path / "derived", {"etc/extra": (b"from the new layer\n", 0o644)},
+        labels={"org.opencontainers.image.version": "3.0.0"}, epoch=EPOCH,
+    )  # fmt: skip
+    v3 = push_signed(derived, reference.rsplit(":", 1)[0], "3.0.0").reference
+    # The shared layer can no longer be downloaded: the upgrade must not need it.
+    base = json.loads(toolkit_oci.blob_path(layout, toolkit_oci.top_descriptor(layout)["digest"])
+                      .read_bytes())["layers"][0]  # fmt: skip
+    blob_file(storage, base["digest"]).unlink()
+    message = upgrade.upgrade(v3, progress=silent())
+    assert "slot 4 holds" in message and "(pulled 0.0 of 0.3 MiB)" in message
+    pulled, _, total = slots.history(machine)["last_upgrade"]["pulled"].partition(" of ")
+    assert int(pulled) < 1024 < int(total.split()[0])
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop,ro", str(slots.image_path(machine, "4")), str(mnt)],
+                   check=True)  # fmt: skip
+    try:
+        assert (mnt / "etc/extra").read_text() == "from the new layer\n"
+        assert os.getxattr(mnt / "usr/bin/ping", "security.capability") == CAPABILITY
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    assert slots.slot_info(machine, "4")["layers"][0] == base["digest"]

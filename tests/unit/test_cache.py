@@ -188,8 +188,9 @@ def stage_keys(tmp_path, monkeypatch):
 
     monkeypatch.setattr(StageCache, "run", key_only)
     repo = SimpleNamespace(
-        repo_dir=tmp_path / "repo", keyring=tmp_path / "keyring.gpg", inputs_hash="0" * 64
-    )
+        repo_dir=tmp_path / "repo", keyring=tmp_path / "keyring.gpg", inputs_hash="0" * 64,
+        built=["cos-agent"], reused=[],
+    )  # fmt: skip
     flavor, arch = load_flavor("debian-trixie"), get_arch("x86_64")
 
     def keys() -> dict[str, str]:
@@ -224,7 +225,8 @@ def append_comment(module: str):
         ("initramfs.py", STAGES),
         # disk.py (slot image and disk) and iso.py import grub.py
         ("grub.py", {"system-image", "disk", "installer-iso"}),
-        ("oci.py", {"oci"}),
+        # disk.py reads the OCI layout (the slots name their layers); the disk key has oci's
+        ("oci.py", {"system-image", "oci", "disk"}),
         ("iso.py", {"installer-iso"}),
         # no stage runs these
         ("registry.py", set()),

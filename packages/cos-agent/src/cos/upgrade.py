@@ -203,22 +203,40 @@ def run_hook(stage: str, progress: Progress) -> None:
     run(["cos-cloud-config", stage], what=f"the {stage} stage")
 
 
-def write_slot(plan: Plan, root: Path, name: str, size: int, progress: Progress) -> None:
-    """Slot `name` made from the image's layers; it appears under its name only whole."""
+def shared_layers(running: dict, plan: Plan) -> int:
+    """How many of the image's first layers the running slot was made of, exactly: the
+    new slot can start as a copy of it and needs only the layers after those."""
+    have = running.get("layers") or []
+    want = [layer["digest"] for layer in plan.layers]
+    return len(have) if have and want[: len(have)] == have else 0
+
+
+def write_slot(
+    plan: Plan, root: Path, name: str, size: int, progress: Progress, base: Path | None, skip: int
+) -> None:
+    """Slot `name` made from the image's layers (from a copy of `base`, a slot made of the
+    first `skip` of them, when given); it appears under its name only whole."""
     final = slots.image_path(root, name)
     partial = final.with_name(f".{final.name}.new")
     mountpoint = WORK / name
-    with open(partial, "wb") as f:
-        f.truncate(size)
-    run(
-        ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "COS_SYSTEM", "-O", "^has_journal",
-         "-m", "0", str(partial)],
-        what=f"making the file system of slot {name}",
-    )  # fmt: skip
+    if base is not None and skip:
+        progress.stage(f"copying {base.name}: it holds layers 1-{skip} already")
+        run(["cp", "--sparse=always", str(base), str(partial)], what=f"copying {base}")
+        if partial.stat().st_size < size:
+            os.truncate(partial, size)
+            run(["resize2fs", "-f", str(partial)], what=f"growing slot {name}")
+    else:
+        with open(partial, "wb") as f:
+            f.truncate(size)
+        run(
+            ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "COS_SYSTEM", "-O", "^has_journal",
+             "-m", "0", str(partial)],
+            what=f"making the file system of slot {name}",
+        )  # fmt: skip
     mountpoint.mkdir(parents=True, exist_ok=True)
     run(["mount", "-o", "loop", str(partial), str(mountpoint)], what=f"mounting slot {name}")
     try:
-        for index, layer in enumerate(plan.layers):
+        for index, layer in enumerate(plan.layers[skip:], start=skip):
             what = f"layer {index + 1}/{len(plan.layers)} {layer['digest']}"
             progress.stage(f"pulling and unpacking {what} ({int(layer['size']) / MiB:.1f} MiB)")
             chunks = registry.blob_chunks(plan.host, plan.repo, layer["digest"], what)
@@ -265,17 +283,24 @@ def upgrade(
                 for leftover in slots.leftovers(root, pointer):
                     progress.stage(f"removing {leftover.name}, left by an interrupted upgrade")
                     leftover.unlink()
-            size = slot_bytes(plan, slots.image_path(root, pointer.active))
+            running = slots.image_path(root, pointer.active)
+            skip = shared_layers(slots.slot_info(root, pointer.active), plan)
+            pulled = sum(int(layer["size"]) for layer in plan.layers[skip:])
+            size = slot_bytes(plan, running)
+            if skip:  # the new slot starts as a copy of the running one
+                size = max(size, running.stat().st_size)
             check_space(root, size)
             name = slots.next_name(root)
             if dry_run:
                 return (
                     f"would write slot {name} ({size // MiB} MiB) from {plan.repository}@"
-                    f"{plan.digest} and make it active; slot {pointer.active} would be passive"
+                    f"{plan.digest}, pulling {pulled / MiB:.1f} of "
+                    f"{plan.download_bytes / MiB:.1f} MiB, and make it active; slot "
+                    f"{pointer.active} would be passive"
                 )
             run_hook("before-upgrade", progress)
             try:
-                write_slot(plan, root, name, size, progress)
+                write_slot(plan, root, name, size, progress, running, skip)
                 write_json(slots.info_path(root, name), slot_facts(plan, name))
             except BaseException:
                 for path in slots.leftovers(root, pointer):
@@ -295,11 +320,13 @@ def upgrade(
             slots.record(
                 root, "upgrade", from_slot=pointer.active, to_slot=name,
                 image=plan.reference, digest=plan.digest,
+                pulled=f"{pulled} of {plan.download_bytes} bytes",
             )  # fmt: skip
         run_hook("after-upgrade", progress)
     return (
-        f"slot {name} holds {plan.repository}@{plan.digest} and boots next (a trial: it "
-        f"falls back to slot {pointer.active} unless it comes up healthy); reboot to start it"
+        f"slot {name} holds {plan.repository}@{plan.digest} (pulled {pulled / MiB:.1f} of "
+        f"{plan.download_bytes / MiB:.1f} MiB) and boots next, as a trial: it falls back to "
+        f"slot {pointer.active} unless it comes up healthy. Reboot to start it."
     )
 
 
@@ -311,5 +338,6 @@ def slot_facts(plan: Plan, name: str) -> dict:
         "image": plan.reference,
         "digest": plan.digest,
         "manifest": plan.manifest_digest,
+        "layers": [layer["digest"] for layer in plan.layers],
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

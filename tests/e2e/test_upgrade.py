@@ -1,0 +1,110 @@
+"""`cos upgrade` on a real machine from the session's registry: v1 -> v2 and back by
+`cos rollback`, refused images that change nothing, and new systems that fail their trial
+boot (a kernel panic, a failed health check) left by the machine on its own. The images
+are the built one plus one layer (toolkit/testimages.py)."""
+
+import json
+import re
+
+import pytest
+
+from toolkit import testimages
+from toolkit.arch import get_arch
+from toolkit.build import ImageBuild, image_folder
+from toolkit.flavors import load_flavor
+
+pytestmark = pytest.mark.vm
+
+GUEST_REGISTRY = "10.0.2.100:5000"  # the session registry, as QEMU's guest forward shows it
+UPGRADE_TIMEOUT = 300  # KVM seconds, scaled by the harness
+
+
+@pytest.fixture(scope="module")
+def built(vm_settings, vm_arch) -> ImageBuild:
+    flavor = load_flavor(vm_settings.flavor)
+    image = ImageBuild(flavor, get_arch(vm_arch), image_folder(flavor.name, vm_arch))
+    if not image.oci_layout.is_dir():
+        pytest.fail(f"image not built: {image.oci_layout}; run `invoke build`")
+    return image
+
+
+@pytest.fixture(scope="module")
+def images(registry, built) -> dict[str, str]:
+    """variant -> the reference a machine pulls it by."""
+    published = testimages.publish(built, registry, log=lambda _: None)
+    return {k: v.reference.replace(registry, GUEST_REGISTRY) for k, v in published.items()}
+
+
+def status(m) -> dict:
+    return json.loads(m.succeed("cos status --json"))
+
+
+def booted_image(m) -> str:
+    return dict(line.split("=", 1) for line in m.succeed("cat /run/cos/boot").split())["image"]
+
+
+def slot_files(m) -> str:
+    return m.succeed("cat /run/cos/state/cOS/state.env | tr -d '#'; ls /run/cos/state/cOS/slots")
+
+
+def upgrade(m, reference: str, *flags: str) -> str:
+    return m.succeed(f"cos upgrade --image {reference} {' '.join(flags)}", UPGRADE_TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [("unsigned", "unsigned: .* has no signature"), ("other-key", "wrongly signed")],
+)
+def test_refused_images_leave_the_slots_as_they_were(shared_machine, images, variant, reason):
+    m = shared_machine
+    before = slot_files(m)
+    out = m.fail(f"cos upgrade --image {images[variant]}", UPGRADE_TIMEOUT)
+    assert re.search(reason, out), out
+    assert slot_files(m) == before
+    assert "cos_tentative" not in status(m)["grubenv"]
+
+
+def test_upgrade_to_v2_then_rollback_to_v1(machine, images, built):
+    m = machine
+    m.succeed("echo kept > /usr/local/marker && mkdir -p /root/data && echo kept > /root/data/f")
+    out = upgrade(m, images["v2"])
+    assert "slot 3 holds" in out
+    after = status(m)
+    assert after["slots"]["active"]["name"] == "3" and after["slots"]["passive"]["name"] == "2"
+    assert after["slots"]["active"]["version"] == testimages.next_version(built.flavor.version)
+    assert after["assessment"].startswith("slot 3 on trial")
+    m.reboot()
+    assert booted_image(m) == "/cOS/slots/3.img"
+    assert m.succeed("cat /usr/share/cos/test-variant").strip() == "v2"
+    m.wait_for_unit("cos-boot-assessment.service")
+    assert status(m)["assessment"] == "good"
+    assert status(m)["version"] == testimages.next_version(built.flavor.version)
+    assert m.succeed("cat /usr/local/marker /root/data/f").split() == ["kept", "kept"]
+    # The way back: a lasting switch to the previous system.
+    m.succeed("cos rollback")
+    m.reboot()
+    assert booted_image(m) == "/cOS/slots/2.img"
+    assert status(m)["version"] == built.flavor.version
+    assert m.succeed("cat /usr/local/marker /root/data/f").split() == ["kept", "kept"]
+    m.reboot()
+    assert booted_image(m) == "/cOS/slots/2.img"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [("panic", "did not reach the assessment"), ("unhealthy", "health check failed: 90-unhealthy")],
+)
+def test_a_new_system_that_fails_its_trial_is_left_by_itself(machine, images, variant, reason):
+    m = machine
+    upgrade(m, images[variant])
+    # The trial boot panics or reboots itself after its checks; GRUB then boots slot 2.
+    m.reboot(check_health=False, fail_fast=False, timeout=240)
+    m.wait_until_succeeds("grep -q image=/cOS/slots/2.img /run/cos/boot", timeout=240)
+    m.wait_for_unit("cos-boot-assessment.service")
+    after = status(m)
+    assert after["slots"]["active"]["name"] == "2" and after["slots"]["passive"]["name"] == "3"
+    assert after["last_rollback"]["reason"] == reason
+    assert after["assessment"] == "good"
+    m.reboot()  # and it lasts
+    assert booted_image(m) == "/cOS/slots/2.img"
