@@ -134,15 +134,22 @@ def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
 )
 @guard
 def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
-    """Measure build time against plain mmdebstrap, boot time by phase, and sizes."""
+    """Measure build time against plain mmdebstrap, boot time by phase, sizes, and an
+    upgrade (seconds to the switched slot and to SSH on it, bytes pulled)."""
     from toolkit.bench import quiet, run_bench
     from vm.boot_check import report_boots
     from vm.hostcheck import ensure_host
+    from vm.upgrade_bench import report_upgrade
+
+    def machine_figures(flavor, arch, runs, log):
+        report_boots(flavor, arch, runs, log)
+        report_upgrade(flavor, arch, log)
 
     ensure_host(log=quiet)
     run_bench(
-        flavor, arch, runs=int(runs), foreign_baseline=foreign_baseline, boot_report=report_boots
-    )
+        flavor, arch, runs=int(runs), foreign_baseline=foreign_baseline,
+        boot_report=machine_figures,
+    )  # fmt: skip
 
 
 @task

@@ -108,3 +108,41 @@ def test_a_new_system_that_fails_its_trial_is_left_by_itself(machine, images, va
     assert after["assessment"] == "good"
     m.reboot()  # and it lasts
     assert booted_image(m) == "/cOS/slots/2.img"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["writing the slot", "after the switch", "in the trial boot"])
+def test_a_power_cut_during_an_upgrade_leaves_a_machine_that_boots_and_upgrades(
+    machine, images, moment
+):
+    m = machine
+    if moment == "writing the slot":
+        m.succeed(f"setsid cos upgrade --image {images['v2']} >/run/upgrade.log 2>&1 </dev/null &")
+        m.wait_until_succeeds("grep -q 'copying 2.img' /run/upgrade.log", timeout=UPGRADE_TIMEOUT)
+        m.power_cut()
+        expected = "/cOS/slots/2.img"  # the old system: nothing was switched
+    elif moment == "after the switch":
+        upgrade(m, images["v2"])
+        m.power_cut()
+        expected = "/cOS/slots/3.img"  # the new system, on trial
+    else:
+        upgrade(m, images["v2"])
+        mark = m.console_mark()
+        m.execute("systemctl --no-block reboot")
+        m.wait_for_console(r"Linux version", since=mark, timeout=120)
+        m.power_cut()
+        expected = "/cOS/slots/2.img"  # the trial never ended: GRUB falls back
+    m.start()
+    assert booted_image(m) == expected
+    m.wait_for_unit("cos-boot-assessment.service")
+    after = status(m)
+    assert after["assessment"] == "good" and after["booted"] == "active"
+    if moment == "in the trial boot":
+        assert after["last_rollback"]["reason"] == "did not reach the assessment"
+    # A second upgrade cleans up whatever the first left and succeeds.
+    assert "holds" in upgrade(m, images["v2"])
+    names = m.succeed("ls -A /run/cos/state/cOS/slots").split()
+    active, passive = after["slots"]["active"]["name"], after["slots"]["passive"]["name"]
+    assert active in {n.split(".")[0] for n in names}
+    assert len(names) == 4, names  # two slots and what each holds: no leftovers
+    assert passive not in {n.split(".")[0] for n in names}  # the old passive was replaced
