@@ -77,10 +77,18 @@ def registry(c, port=5000):
     print(start_registry(port=int(port)))
 
 
-@task(help={"flavor": "flavor to push", "arch": "x86_64, aarch64 or all", "port": "registry port"})
+@task(
+    help={
+        "flavor": "flavor to push",
+        "arch": "x86_64, aarch64 or all",
+        "port": "registry port",
+        "test-images": "also v2, unsigned, other-key, panic, unhealthy and hang variants",
+    }
+)
 @guard
-def push(c, flavor=None, arch=None, port=5000):
-    """Push built images (and a multi-arch index) to the local registry, signed."""
+def push(c, flavor=None, arch=None, port=5000, test_images=False):
+    """Push built images (and a multi-arch index) to the local registry, signed; with
+    --test-images, also the upgrade scenarios' images (toolkit/testimages.py)."""
     from toolkit.build import build as build_images
     from toolkit.build import image_folder
     from toolkit.publish import push_image, push_index
@@ -93,6 +101,11 @@ def push(c, flavor=None, arch=None, port=5000):
     if len(images) > 1:
         # `build` wrote the index beside the per-arch images; push that one.
         push_index(images, image_folder(images[0].flavor.name, "multiarch") / "oci", address)
+    if test_images:
+        from toolkit.testimages import publish
+
+        for image in images:
+            publish(image, address)
 
 
 @task(

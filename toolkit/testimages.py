@@ -6,6 +6,8 @@ a Containerfile `FROM` it would), and pushed beside it:
     other-key   v2 signed with a key the machines do not trust
     panic       v2 whose initramfs is garbage: the kernel panics before the root is mounted
     unhealthy   v2 with a health check that always fails
+    hang        v2 whose boot never reaches its assessment (a unit it waits for never ends),
+                with a boot deadline of 60 s instead of 300
 """
 
 import re
@@ -16,7 +18,7 @@ from toolkit.build import ImageBuild
 from toolkit.publish import push_signed, repository_for
 from toolkit.reproducible import source_date_epoch
 
-VARIANTS = ("v2", "unsigned", "other-key", "panic", "unhealthy")
+VARIANTS = ("v2", "unsigned", "other-key", "panic", "unhealthy", "hang")
 
 
 @dataclass
@@ -43,6 +45,12 @@ def layer_files(image: ImageBuild, variant: str) -> dict[str, tuple[bytes, int] 
     if variant == "unhealthy":
         check = b"#!/bin/sh\necho 'this system is unhealthy by design' >&2\nexit 1\n"
         files["usr/lib/cos/health.d/90-unhealthy"] = (check, 0o755)
+    if variant == "hang":
+        unit = b"[Service]\nType=oneshot\nExecStart=/bin/sleep infinity\n"
+        files["etc/systemd/system/cos-hang.service"] = (unit, 0o644)
+        waits = b"[Unit]\nWants=cos-hang.service\nAfter=cos-hang.service\n"
+        files["etc/systemd/system/cos-boot-assessment.service.d/hang.conf"] = (waits, 0o644)
+        files["etc/cos/boot-deadline"] = (b"60\n", 0o644)
     return files
 
 

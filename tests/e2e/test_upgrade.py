@@ -93,7 +93,11 @@ def test_upgrade_to_v2_then_rollback_to_v1(machine, images, built):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("variant", "reason"),
-    [("panic", "did not reach the assessment"), ("unhealthy", "health check failed: 90-unhealthy")],
+    [
+        ("panic", "did not reach the assessment"),
+        ("unhealthy", "health check failed: 90-unhealthy"),
+        ("hang", "the boot did not finish within 60 s"),
+    ],
 )
 def test_a_new_system_that_fails_its_trial_is_left_by_itself(machine, images, variant, reason):
     m = machine
