@@ -5,7 +5,7 @@ The base layer holds Debian's packages as they ship them: each file listed in a 
 package's md5sums whose content still matches, its symlinks and folders, plus files made
 at install time from those alone (BASE_GENERATED). Two builds from the same Debian packages
 give the same base layer bytes whatever else changed: the entries whose times the build
-sets (folders, generated files) get one fixed time. The top layer holds everything else:
+sets (folders, symlinks, generated files) get one fixed time. The top layer holds the rest:
 configuration, dpkg's and apt's state, the initramfs, the project's packages and the
 flavor's files.
 """
@@ -74,6 +74,7 @@ def split(root: Path, project_packages: set[str]) -> Split:
                 base.append(rel)
             elif full.is_symlink() and rel in listed and rel not in project_owned:
                 base.append(rel)
+                pinned.add(rel)  # some are made by maintainer scripts, at build time
             elif full.is_dir() and not full.is_symlink() and rel in listed:
                 base.append(rel)
                 pinned.add(rel)
