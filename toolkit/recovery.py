@@ -1,5 +1,6 @@
 """The recovery image: the rootfs as one squashfs file, booted by the `recovery` entry."""
 
+import os
 from pathlib import Path
 
 from toolkit.runner import run
@@ -25,4 +26,7 @@ def make_recovery_image(rootfs: Path, output: Path, epoch: int) -> None:
             str(epoch),
         ],
         what="mksquashfs recovery image",
+        # mksquashfs refuses its time options when SOURCE_DATE_EPOCH is set too; `epoch`
+        # already is that variable's value when the user set it.
+        env={k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"},
     )
