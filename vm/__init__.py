@@ -9,12 +9,14 @@ One module per concern:
   sshkey     the harness's ed25519 key (build/vm/ssh/)
   ports      127.0.0.1 port leases, safe across xdist workers
   domain     libvirt domain XML and the ownership tag in <metadata>
-  connection libvirt connections ("libvirtd is not running" errors)
+  connection libvirt connections (this host's only; "libvirtd is not running" errors)
   console    serial log reading, waits, boot-phase timing
   ssh        paramiko connect / run / SFTP
-  health     the post-boot health gate's rules
-  machine    Machine: start, shutdown, reboot, power_cut, succeed, fail, waits...
-  run        this process's run id, atexit and signal cleanup
+  health     the post-boot health gate
+  commands   succeed, fail, waits, copies: written once against an abstract run()
+  supervisor boot supervision: console offsets, timing, guest resets, firmware stalls
+  machine    Machine: options, start, shutdown, reboot, power_cut, SSH
+  testrun    this process's run id, atexit and signal cleanup
   cleanup    clean_orphans(): what dead runs left behind
   hostcheck  host settings that break or slow the harness (/dev/kvm, seccomp)
   artifacts  console, journal, `cos status`, domain XML of failed tests
