@@ -162,9 +162,18 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
     )
     stage(
         "installer-iso",
-        {"recovery": recovery.key, "epoch": epoch},
+        {"recovery": recovery.key, "system": system.key, "oci": oci_stage.key, "epoch": epoch},
         [image.installer_iso],
-        partial(build_iso, image.rootfs, image.recovery_image, arch, image.installer_iso, epoch),
+        partial(
+            build_iso,
+            image.rootfs,
+            image.recovery_image,
+            arch,
+            image.installer_iso,
+            epoch,
+            image.slot_image,
+            image.oci_layout,
+        ),
     )
     return image
 

@@ -11,40 +11,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from cos.layout import MiB, Partition, disk_mib, layout, partition_table, slot_size_mib
 from toolkit.arch import Arch
 from toolkit.grub import build_efi_binary, new_grubenv
 from toolkit.oci import read_blob_json, top_descriptor
 from toolkit.runner import run
-
-MiB = 1 << 20
-ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
-
-
-@dataclass
-class Partition:
-    label: str
-    size_mib: int
-    type_guid: str = LINUX_TYPE
-    start_mib: int = 0
-
-
-def tree_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                total += os.lstat(full).st_blocks * 512
-    return total
-
-
-def slot_size_mib(rootfs: Path) -> int:
-    """Room for the tree plus ext4 metadata and a little headroom."""
-    return math.ceil(tree_size(rootfs) * 1.15 / MiB) + 64
 
 
 def reproducible_env(epoch: int) -> dict:
@@ -85,32 +58,6 @@ def make_slot_image(rootfs: Path, output: Path, epoch: int) -> None:
     make_ext4(output, "COS_SYSTEM", slot_size_mib(rootfs), rootfs, epoch, journal=False)
 
 
-def layout(slot_mib: int, recovery_mib: int) -> list[Partition]:
-    # COS_STATE holds active, passive and, during an upgrade, transition.
-    parts = [
-        Partition("COS_GRUB", 64, ESP_TYPE),
-        Partition("COS_OEM", 64),
-        Partition("COS_RECOVERY", recovery_mib + recovery_mib // 10 + 32),
-        Partition("COS_STATE", 3 * slot_mib + 64),
-        Partition("COS_PERSISTENT", 128),
-    ]
-    start = 1
-    for part in parts:
-        part.start_mib = start
-        start += part.size_mib
-    return parts
-
-
-def partition_table(parts: list[Partition]) -> str:
-    lines = ["label: gpt", "unit: sectors"]
-    for part in parts:
-        lines.append(
-            f"start={part.start_mib * 2048}, size={part.size_mib * 2048}, "
-            f"type={part.type_guid}, name={part.label}"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def make_esp(disk: Path, part: Partition, rootfs: Path, arch: Arch, work: Path) -> None:
     offset = part.start_mib * MiB
     run(
@@ -146,18 +93,14 @@ def make_esp(disk: Path, part: Partition, rootfs: Path, arch: Arch, work: Path) 
 FIRST_ACTIVE, FIRST_PASSIVE = "2", "1"  # slot generations of a fresh disk
 
 
-def slot_state_files(
-    rootfs: Path, slot_image: Path, work: Path, epoch: int, oci_layout: Path | None = None
-) -> dict[str, Path]:
-    """COS_STATE's content (the agent's cos/slots.py documents it): both slots hold the
-    built system, the pointer names 2 active and 1 passive, and each slot says what it is,
-    down to the OCI image and layers of the same build it equals (an upgrade to an image
-    that shares those layers pulls only the others)."""
+def system_info(rootfs: Path, epoch: int, oci_layout: Path | None, source: str) -> dict:
+    """What a slot made from this build holds (cOS/slots/N.json), and the recovery image
+    (cOS/recovery.json) and the installer ISO's system (cOS/system.json) too."""
     release = read_os_release(rootfs)
     info = {
         "flavor": release.get("VARIANT_ID", ""),
         "version": release.get("IMAGE_VERSION", ""),
-        "source": "built disk",
+        "source": source,
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)),
     }
     if oci_layout is not None:
@@ -165,6 +108,22 @@ def slot_state_files(
         manifest = read_blob_json(oci_layout, top["digest"])
         info["manifest"] = top["digest"]
         info["layers"] = [layer["digest"] for layer in manifest["layers"]]
+    return info
+
+
+def write_info(path: Path, info: dict) -> Path:
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def slot_state_files(
+    rootfs: Path, slot_image: Path, work: Path, epoch: int, oci_layout: Path | None = None
+) -> dict[str, Path]:
+    """COS_STATE's content (the agent's cos/slots.py documents it): both slots hold the
+    built system, the pointer names 2 active and 1 passive, and each slot says what it is,
+    down to the OCI image and layers of the same build it equals (an upgrade to an image
+    that shares those layers pulls only the others)."""
+    info = system_info(rootfs, epoch, oci_layout, "built disk")
     files = {}
     for name in (FIRST_ACTIVE, FIRST_PASSIVE):
         files[f"cOS/slots/{name}.img"] = slot_image
@@ -205,7 +164,7 @@ def build_disk(
     slot_mib = math.ceil(slot_image.stat().st_size / MiB)
     recovery_mib = math.ceil(recovery_image.stat().st_size / MiB)
     parts = layout(slot_mib, recovery_mib)
-    total_mib = parts[-1].start_mib + parts[-1].size_mib + 1  # + backup GPT
+    total_mib = disk_mib(parts)
     with open(output, "wb") as f:
         f.truncate(total_mib * MiB)
     run(
@@ -220,7 +179,15 @@ def build_disk(
         state_files = slot_state_files(rootfs, slot_image, work, epoch, oci_layout)
         for label, files in (
             ("COS_STATE", state_files),
-            ("COS_RECOVERY", {"cOS/recovery.img": recovery_image}),
+            (
+                "COS_RECOVERY",
+                {
+                    "cOS/recovery.img": recovery_image,
+                    "cOS/recovery.json": write_info(
+                        work / "recovery.json", system_info(rootfs, epoch, None, "built disk")
+                    ),
+                },
+            ),
             ("COS_OEM", {}),
             ("COS_PERSISTENT", {}),
         ):

@@ -7,19 +7,35 @@ import tempfile
 from pathlib import Path
 
 from toolkit.arch import Arch
+from toolkit.disk import system_info, write_info
 from toolkit.grub import GRUB_SHARE, build_efi_binary
 from toolkit.runner import run
 
 VOLUME_ID = "COS_LIVE"
 
 
-def build_iso(rootfs: Path, recovery_image: Path, arch: Arch, output: Path, epoch: int) -> None:
+def build_iso(
+    rootfs: Path,
+    recovery_image: Path,
+    arch: Arch,
+    output: Path,
+    epoch: int,
+    slot_image: Path | None = None,
+    oci_layout: Path | None = None,
+) -> None:
+    """The live system is the recovery image; `slot_image` (the built slot, with
+    cOS/system.json saying what it holds) is what `cos install` copies to the disk."""
     with tempfile.TemporaryDirectory(prefix="cos-iso-", dir=output.parent) as tmp:
         work = Path(tmp)
         tree = work / "tree"
         (tree / "cOS").mkdir(parents=True)
         (tree / "boot/grub").mkdir(parents=True)
         (tree / "cOS/recovery.img").hardlink_to(recovery_image)
+        if slot_image is not None:
+            (tree / "cOS/system.img").hardlink_to(slot_image)
+            write_info(
+                tree / "cOS/system.json", system_info(rootfs, epoch, oci_layout, "installer ISO")
+            )
         (tree / "boot/grub/grub.cfg").write_bytes((rootfs / GRUB_SHARE / "iso.cfg").read_bytes())
 
         efi = work / arch.efi_boot_file

@@ -225,8 +225,9 @@ def append_comment(module: str):
         ("initramfs.py", STAGES),
         # disk.py (slot image and disk) and iso.py import grub.py
         ("grub.py", {"system-image", "disk", "installer-iso"}),
-        # disk.py reads the OCI layout (the slots name their layers); the disk key has oci's
-        ("oci.py", {"system-image", "oci", "disk"}),
+        # disk.py reads the OCI layout (the slots name their layers); the disk key has oci's,
+        # and the ISO's (its system.json names the layers too, through disk.system_info)
+        ("oci.py", {"system-image", "oci", "disk", "installer-iso"}),
         ("iso.py", {"installer-iso"}),
         # no stage runs these
         ("registry.py", set()),

@@ -43,9 +43,93 @@ def cmd_mark_bad(args) -> int:
 
 
 def cmd_rollback(args) -> int:
+    if args.recovery:
+        from cos.reset import to_recovery
+
+        print(to_recovery(reboot=False))
+        return 0
     from cos.rollback import rollback
 
     print(rollback(once=args.once))
+    return 0
+
+
+INSTALL_HELP = """\
+Write a cOS disk to DEVICE: the GPT layout (COS_GRUB, COS_OEM, COS_RECOVERY, COS_STATE,
+COS_PERSISTENT growing to fill the disk), the system in the active slot and, as one copy,
+the passive slot, the recovery image, and GRUB at the removable-media path, written last.
+--local (the default) installs the running system (the installer's live system, recovery,
+or this machine's slot); --image pulls and verifies an image as `cos upgrade` does.
+Refuses a disk that is mounted or holds the running system, one too small (saying what is
+needed), and one with partitions or a file system unless --force.
+--auto does what the installer's kernel command line (cos.install=DEVICE,
+cos.install.image=REF, cos.install.after=reboot|poweroff|none) or the NoCloud user-data's
+`install:` section (device, image, config, after) asks; nothing when neither does."""
+
+RESET_HELP = """\
+From the recovery system: rewrite the active and passive slots from the recovery image (or
+--image REF, verified as `cos upgrade` does), clear the boot assessment, the rollback and
+the menu choices. /usr/local, the persistent paths (COS_PERSISTENT) and COS_OEM are kept
+unless --wipe-persistent or --wipe-oem. `cos reboot --recovery` gets there."""
+
+
+def cmd_install(args) -> int:
+    from cos import install, layout
+
+    if args.auto:
+        from cos.autoinstall import auto_install
+
+        print(auto_install())
+        return 0
+    if not args.device:
+        raise_usage("cos install: DEVICE is required (or --auto)")
+    print(
+        install.install(
+            args.device,
+            image=args.image,
+            config=args.config,
+            persistent_mib=layout.parse_size_mib(args.persistent_size, "--persistent-size")
+            if args.persistent_size
+            else None,
+            recovery_mib=layout.parse_size_mib(args.recovery_size, "--recovery-size")
+            if args.recovery_size
+            else None,
+            verify=not args.no_verify,
+            force=args.force,
+        )
+    )
+    return 0
+
+
+def raise_usage(message: str) -> None:
+    from cos.errors import CosError
+
+    raise CosError(message)
+
+
+def cmd_reset(args) -> int:
+    from cos.reset import reset
+
+    print(
+        reset(
+            image=args.image,
+            verify=not args.no_verify,
+            wipe_persistent=args.wipe_persistent,
+            wipe_oem=args.wipe_oem,
+        )
+    )
+    return 0
+
+
+def cmd_reboot(args) -> int:
+    from cos.reset import to_recovery
+
+    if args.recovery:
+        print(to_recovery(reboot=True))
+    else:
+        import subprocess
+
+        subprocess.run(["systemctl", "--no-block", "reboot"], check=True)
     return 0
 
 
@@ -78,7 +162,41 @@ def parser() -> argparse.ArgumentParser:
         description=ROLLBACK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     rollback.add_argument("--once", action="store_true", help="only for the next boot")
+    rollback.add_argument(
+        "--recovery", action="store_true", help="the next boot only starts the recovery system"
+    )
     rollback.set_defaults(func=cmd_rollback)
+    inst = sub.add_parser(
+        "install", help="write cOS to a disk", description=INSTALL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    inst.add_argument("device", nargs="?", metavar="DEVICE", help="the whole disk, e.g. /dev/vda")
+    source = inst.add_mutually_exclusive_group()
+    source.add_argument("--image", metavar="REF", help="install this OCI image (pulled, verified)")
+    source.add_argument(
+        "--local", action="store_true", help="install the running system (the default)"
+    )
+    inst.add_argument("--config", metavar="FILE|URL", help="cloud-config stored on COS_OEM")
+    inst.add_argument("--persistent-size", metavar="N", help="COS_PERSISTENT size (default: rest)")
+    inst.add_argument("--recovery-size", metavar="N", help="COS_RECOVERY size (default: fitted)")
+    inst.add_argument("--no-verify", action="store_true", help="DANGER: skip the signature check")
+    inst.add_argument("--force", action="store_true", help="overwrite partitions on DEVICE")
+    inst.add_argument("--auto", action="store_true", help="unattended: as the boot asks")
+    inst.set_defaults(func=cmd_install)
+    reset = sub.add_parser(
+        "reset", help="from recovery: rewrite the system slots", description=RESET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    reset.add_argument("--image", metavar="REF", help="from this OCI image (pulled, verified)")
+    reset.add_argument("--no-verify", action="store_true", help="DANGER: skip the signature check")
+    reset.add_argument(
+        "--wipe-persistent", action="store_true", help="empty COS_PERSISTENT (/usr/local, ...)"
+    )
+    reset.add_argument("--wipe-oem", action="store_true", help="empty COS_OEM (the user config)")
+    reset.set_defaults(func=cmd_reset)
+    reboot = sub.add_parser("reboot", help="reboot, with --recovery into the recovery system")
+    reboot.add_argument("--recovery", action="store_true", help="the next boot only: recovery")
+    reboot.set_defaults(func=cmd_reboot)
     good = sub.add_parser("mark-good", help="this boot passed its health checks")
     good.set_defaults(func=cmd_mark_good)
     bad = sub.add_parser("mark-bad", help="this boot failed: on a trial boot, reboot to fall back")

@@ -26,6 +26,7 @@ def gather() -> dict:
             status.update(slots.history(root))
     except CosError as exc:
         status["state_error"] = str(exc)
+    status.update(recovery_status())
     try:
         status["grubenv"] = env = slots.read_grubenv()
     except CosError as exc:
@@ -39,6 +40,20 @@ def gather() -> dict:
             status["booted"] = "passive"
         status["assessment"] = assessment(env, pointer)
     return status
+
+
+def recovery_status() -> dict:
+    """What COS_RECOVERY's image holds (cOS/recovery.json beside it)."""
+    from cos.files import read_json
+    from cos.partitions import mounted
+
+    try:
+        with mounted("COS_RECOVERY") as root:
+            if not (root / "cOS/recovery.img").is_file():
+                return {"recovery_error": "COS_RECOVERY holds no cOS/recovery.img"}
+            return {"recovery": read_json(root / "cOS/recovery.json")}
+    except CosError as exc:
+        return {"recovery_error": str(exc)}
 
 
 def assessment(env: dict[str, str], pointer: slots.Pointer) -> str:
@@ -60,6 +75,12 @@ def describe(slot: dict) -> str:
     return "  ".join(p for p in parts if p)
 
 
+def describe_recovery(info: dict) -> str:
+    digest = info.get("digest") or info.get("manifest") or ""
+    parts = [f"{info.get('flavor', '?')} {info.get('version', '?')}", digest, info.get("source")]
+    return "  ".join(p for p in parts if p)
+
+
 def render(status: dict) -> str:
     lines = [
         f"system:     {status['pretty_name']}",
@@ -68,14 +89,16 @@ def render(status: dict) -> str:
     ]
     for role, slot in status.get("slots", {}).items():
         lines.append(f"{role + ':':11} {describe(slot)}")
+    if "recovery" in status:
+        lines.append(f"{'recovery:':11} {describe_recovery(status['recovery'])}")
     if "assessment" in status:
         lines.append(f"assessment: {status['assessment']}")
-    for event in ("last_upgrade", "last_rollback"):
+    for event in ("last_upgrade", "last_rollback", "last_reset"):
         if event in status:
             facts = status[event]
             detail = ", ".join(f"{k} {v}" for k, v in sorted(facts.items()) if k != "at")
             lines.append(f"{event.replace('_', ' ') + ':':11} {facts.get('at', '?')}  {detail}")
-    for key in ("state_error", "grubenv_error"):
+    for key in ("state_error", "grubenv_error", "recovery_error"):
         if key in status:
             lines.append(f"error:      {status[key]}")
     return "\n".join(lines)

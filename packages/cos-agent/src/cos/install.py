@@ -1,0 +1,506 @@
+"""`cos install DEVICE`: write a cOS disk (cos.layout's plan) from the running system or
+from a signed OCI image.
+
+Order, so that nothing GRUB would boot exists before the disk is whole: (1) every check
+(device, size, use, partitions, image signature) before anything is written, (2) the
+partition table, with the old ESP's signature wiped, (3) COS_STATE (slots 2 active and 1
+passive as one hard-linked file, the pointer), COS_RECOVERY, COS_OEM (the install
+config), COS_PERSISTENT, each synced and unmounted, (4) the ESP last: GRUB's EFI binary
+at the removable-media path, grub.cfg and grubenv. A failure before (4) leaves a disk
+with no bootable ESP.
+
+Where the system comes from (--local):
+    live (installer ISO)  /run/cos/state is the ISO: cOS/system.img (the built slot) and
+                          cOS/recovery.img; without system.img, a slot made from the
+                          recovery image's tree
+    active or passive     the booted slot image on COS_STATE, COS_RECOVERY's image
+    recovery              a slot made from the recovery image's tree, and that image
+"""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cos import bootloader, grubenv, layout, slots
+from cos.errors import CosError
+from cos.files import fsync_dir, read_json, write_json
+from cos.runner import probe, run
+
+WORK = Path("/run/cos/install")
+BOOTED = Path("/run/cos/state")  # where the initramfs mounted the booted image's volume
+ROOT = Path("/")
+INSTALL_CONFIG = "90_install.yaml"  # the --config file's name on COS_OEM
+FIRST_ACTIVE, FIRST_PASSIVE = "2", "1"
+
+
+class Steps:
+    """One line per step with the time it took, and the total."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.started = time.monotonic()
+
+    def say(self, message: str) -> None:
+        self.stream.write(f"[{time.monotonic() - self.started:6.1f} s] {message}\n")
+        self.stream.flush()
+
+    @contextmanager
+    def step(self, message: str) -> Iterator[None]:
+        began = time.monotonic()
+        self.say(f"{message} ...")
+        yield
+        self.say(f"{message}: done in {time.monotonic() - began:.1f} s")
+
+    # cos.upgrade's write_slot reports through .stage() and .counted()
+    def stage(self, message: str) -> None:
+        self.say(message)
+
+    def counted(self, chunks, what, total):
+        yield from chunks
+
+
+@dataclass
+class Source:
+    """What the new disk is made of."""
+
+    describe: str
+    recovery_image: Path
+    recovery_info: dict
+    slot_image: Path | None = None  # an ext4 slot to copy, else
+    tree_image: Path | None = None  # a squashfs whose tree becomes the slot, else
+    plan: object = None  # an OCI image (cos.upgrade.Plan) to write from its layers
+    slot_info: dict = field(default_factory=dict)
+    slot_mib: int = 0
+
+
+# ---------------------------------------------------------------- checks
+
+
+def device_size(device: str) -> int:
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def existing_content(device: str) -> str | None:
+    """What `blkid -p` finds on the device itself: a partition table or a file system."""
+    found = probe(["blkid", "-p", "-o", "export", device])
+    values = dict(line.split("=", 1) for line in found.splitlines() if "=" in line)
+    if values.get("PTTYPE"):
+        return f"a partition table ({values['PTTYPE']})"
+    if values.get("TYPE"):
+        return f"a file system ({values['TYPE']})"
+    return None
+
+
+def users_in(lsblk_json: str, swaps: str = "") -> list[str]:
+    """Mount points and swap areas on a disk or its partitions, from `lsblk -J -o
+    NAME,MOUNTPOINTS` of the disk and /proc/swaps."""
+    found = []
+    swapped = {line.split()[0] for line in swaps.splitlines()[1:] if line.split()}
+
+    def walk(devices):
+        for dev in devices:
+            for point in dev.get("mountpoints") or []:
+                if point:
+                    found.append(f"{dev['name']} is mounted at {point}")
+            if dev["name"] in swapped:
+                found.append(f"{dev['name']} is in use as swap")
+            walk(dev.get("children") or [])
+
+    walk(json.loads(lsblk_json).get("blockdevices") or [])
+    return found
+
+
+def check_device(device: str, force: bool, needed: "callable") -> int:
+    """Refuse what must not be written; return the device's size in bytes."""
+    try:
+        mode = os.stat(device).st_mode
+    except FileNotFoundError:
+        raise CosError(f"{device}: no such device") from None
+    if not stat.S_ISBLK(mode):
+        raise CosError(f"{device}: not a block device")
+    listing = run(["lsblk", "-J", "-p", "-o", "NAME,MOUNTPOINTS", device], what=f"lsblk {device}")
+    swaps = Path("/proc/swaps").read_text() if Path("/proc/swaps").exists() else ""
+    users = users_in(listing, swaps)
+    running = [u for u in users if u.endswith((" at /", f" at {BOOTED}"))]
+    if running:
+        raise CosError(f"{device}: holds the running system ({'; '.join(running)})")
+    if users:
+        raise CosError(f"{device}: in use: {'; '.join(users)}")
+    size = device_size(device)
+    needed(size)
+    content = existing_content(device)
+    if content and not force:
+        raise CosError(f"{device}: holds {content}; use --force to overwrite it")
+    return size
+
+
+# ---------------------------------------------------------------- the source
+
+
+def image_mib(path: Path) -> int:
+    return -(-path.stat().st_size // layout.MiB)
+
+
+def booted() -> dict[str, str]:
+    return slots.current_boot()
+
+
+def local_source(steps: Steps) -> Source:
+    boot = booted()
+    kind = boot.get("slot", "")
+    if kind == "live":
+        recovery = BOOTED / "cOS/recovery.img"
+        info = read_json(BOOTED / "cOS/system.json")
+        system = BOOTED / "cOS/system.img"
+        source = Source("the live system", recovery, {**info, "source": "installer ISO"})
+        if system.is_file():
+            source.slot_image = system
+            source.slot_info = {**info, "source": "installer ISO"}
+        else:
+            source.tree_image = recovery
+        return finish_source(source, steps)
+    if kind == "recovery":
+        recovery = BOOTED / "cOS/recovery.img"
+        info = read_json(BOOTED / "cOS/recovery.json")
+        source = Source("the recovery system", recovery, info, tree_image=recovery)
+        return finish_source(source, steps)
+    if kind in ("active", "passive"):
+        image = BOOTED / boot.get("image", "").lstrip("/")
+        name = slots.booted_name(boot)
+        info = read_json(slots.info_path(BOOTED, name)) if name else {}
+        recovery, recovery_info = copy_of_recovery()
+        source = Source(f"the {kind} system ({image.name})", recovery, recovery_info)
+        source.slot_image = image
+        source.slot_info = info
+        return finish_source(source, steps)
+    raise CosError(
+        "cannot tell which system is running (no /run/cos/boot): use --image REF, or run "
+        "from the installer ISO or a cOS machine"
+    )
+
+
+def copy_of_recovery() -> tuple[Path, dict]:
+    """COS_RECOVERY's image, copied to /run (the partition is unmounted again)."""
+    from cos.partitions import mounted
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    target = WORK / "recovery.img"
+    with mounted("COS_RECOVERY") as root:
+        shutil.copyfile(root / "cOS/recovery.img", target)
+        info = read_json(root / "cOS/recovery.json")
+    return target, info
+
+
+def finish_source(source: Source, steps: Steps) -> Source:
+    if not source.recovery_image.is_file():
+        raise CosError(f"{source.recovery_image}: missing; no recovery image to install")
+    if source.slot_image is not None:
+        source.slot_mib = image_mib(source.slot_image)
+    elif source.tree_image is not None:
+        with steps.step(f"measuring the system in {source.tree_image}"):
+            with loop_mounted(source.tree_image, WORK / "tree") as tree:
+                source.slot_mib = layout.slot_size_mib(tree)
+        source.slot_info = {**source.recovery_info, "source": f"made from {source.tree_image}"}
+    return source
+
+
+def image_source(reference: str, verify: bool, steps: Steps) -> Source:
+    """An OCI image, resolved and checked exactly as `cos upgrade` does; the recovery image
+    is the running system's."""
+    from cos import upgrade
+
+    steps.say(f"resolving {reference}")
+    plan = upgrade.resolve(reference, upgrade.machine_arch())
+    if verify:
+        key = upgrade.check_signature(plan)
+        steps.say(f"signature of {plan.repository}@{plan.digest} verified with {key}")
+    else:
+        print(
+            f"WARNING: --no-verify: {plan.repository}@{plan.digest} is NOT checked against "
+            f"the keys in {upgrade.KEYS_DIR}",
+            file=sys.stderr,
+        )
+    label = str(plan.labels.get(upgrade.SLOT_SIZE_LABEL, ""))
+    if not label.isdigit():
+        raise CosError(
+            f"{reference}: no {upgrade.SLOT_SIZE_LABEL} label: cannot size the slot; "
+            "install a cOS image built by this project"
+        )
+    local = local_source(steps) if booted().get("slot") else None
+    if local is None:
+        raise CosError("no recovery image on this system to install beside the image")
+    source = Source(
+        f"{plan.repository}@{plan.digest}", local.recovery_image, local.recovery_info, plan=plan
+    )
+    source.slot_mib = -(-int(label) // layout.MiB)
+    source.slot_info = upgrade.slot_facts(plan, FIRST_ACTIVE)
+    return source
+
+
+# ---------------------------------------------------------------- writing
+
+
+@contextmanager
+def loop_mounted(image: Path, target: Path) -> Iterator[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    run(["mount", "-o", "loop,ro", str(image), str(target)], what=f"mounting {image}")
+    try:
+        yield target
+    finally:
+        run(["umount", str(target)], what=f"unmounting {image}")
+
+
+@contextmanager
+def mounted_partition(dev: str, label: str) -> Iterator[Path]:
+    target = WORK / label.lower()
+    target.mkdir(parents=True, exist_ok=True)
+    run(["mount", dev, str(target)], what=f"mounting {label} ({dev})")
+    try:
+        yield target
+        run(["sync", "-f", str(target)], what=f"syncing {label}")
+    finally:
+        run(["umount", str(target)], what=f"unmounting {label} ({dev})")
+
+
+def partition_devices(device: str, count: int) -> list[str]:
+    """/dev paths of the device's partitions 1..count, once udev has made them."""
+    run(["udevadm", "settle", "--timeout=30"], what="waiting for udev")
+    name = Path(os.path.realpath(device)).name
+    found: dict[int, str] = {}
+    deadline = time.monotonic() + 30
+    while True:
+        for entry in Path("/sys/class/block", name).iterdir():
+            number = entry / "partition"
+            if number.exists():
+                found[int(number.read_text())] = f"/dev/{entry.name}"
+        wanted = [found.get(i) for i in range(1, count + 1)]
+        if all(wanted) and all(Path(p).exists() for p in wanted):
+            return wanted
+        if time.monotonic() > deadline:
+            raise CosError(f"{device}: the kernel shows partitions {sorted(found)} of 1-{count}")
+        time.sleep(0.2)
+
+
+def write_partition_table(device: str, parts: list[layout.Partition]) -> dict[str, str]:
+    run(["wipefs", "--all", "--quiet", device], what=f"wiping the signatures on {device}")
+    run(
+        ["sfdisk", "--quiet", "--wipe", "always", "--wipe-partitions", "always", device],
+        what=f"writing the partition table of {device}",
+        input=layout.partition_table(parts).encode(),
+    )
+    devices = partition_devices(device, len(parts))
+    by_label = {part.label: dev for part, dev in zip(parts, devices, strict=True)}
+    # An ESP left by an earlier system must not boot a half-written disk.
+    run(["wipefs", "--all", "--quiet", by_label["COS_GRUB"]], what="wiping COS_GRUB")
+    return by_label
+
+
+def make_ext4(dev: str, label: str) -> None:
+    run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-m", "0", "-E", "nodiscard", dev],
+        what=f"making {label} on {dev}",
+    )
+
+
+def copy_file(source: Path, target: Path) -> None:
+    run(["cp", "--sparse=always", str(source), str(target)], what=f"copying {source}")
+    with open(target, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def write_slots(root: Path, source: Source, steps: Steps) -> None:
+    """Slots 2 (active) and 1 (passive, a hard link of 2) and the pointer, as slots.py
+    documents."""
+    (root / slots.SLOTS).mkdir(parents=True)
+    active = slots.image_path(root, FIRST_ACTIVE)
+    if source.slot_image is not None:
+        with steps.step(f"copying the system ({source.slot_mib} MiB) to slot {FIRST_ACTIVE}"):
+            copy_file(source.slot_image, active)
+    elif source.tree_image is not None:
+        with steps.step(f"making slot {FIRST_ACTIVE} from {source.tree_image}"):
+            make_slot_from_tree(source.tree_image, active, source.slot_mib)
+    else:
+        from cos import upgrade
+
+        with steps.step(f"pulling {source.describe} into slot {FIRST_ACTIVE}"):
+            upgrade.write_slot(
+                source.plan, root, FIRST_ACTIVE, source.slot_mib * layout.MiB, steps, None, 0
+            )
+    os.link(active, slots.image_path(root, FIRST_PASSIVE))
+    written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for name in (FIRST_ACTIVE, FIRST_PASSIVE):
+        info = {**source.slot_info, "name": name, "written": written}
+        write_json(slots.info_path(root, name), info)
+    fsync_dir(root / slots.SLOTS)
+    slots.write_pointer(root, slots.Pointer(active=FIRST_ACTIVE, passive=FIRST_PASSIVE))
+
+
+def make_slot_from_tree(squashfs: Path, target: Path, size_mib: int) -> None:
+    """An ext4 slot image (no journal, as the build makes) holding the squashfs's tree."""
+    partial = target.with_name(f".{target.name}.new")
+    with loop_mounted(squashfs, WORK / "tree") as tree:
+        run(
+            ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "COS_SYSTEM", "-O", "^has_journal",
+             "-m", "0", "-E", "root_owner=0:0", "-d", str(tree), str(partial), f"{size_mib}M"],
+            what=f"making a slot from {squashfs}",
+        )  # fmt: skip
+    with open(partial, "rb+") as f:
+        os.fsync(f.fileno())
+    os.rename(partial, target)
+
+
+def write_recovery(root: Path, source: Source, steps: Steps) -> None:
+    mib = image_mib(source.recovery_image)
+    with steps.step(f"copying the recovery image ({mib} MiB)"):
+        (root / "cOS").mkdir()
+        copy_file(source.recovery_image, root / "cOS/recovery.img")
+        write_json(root / "cOS/recovery.json", source.recovery_info)
+
+
+def read_config(config: str) -> bytes:
+    """The install config: a file, or an http(s) URL."""
+    if config.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(config, timeout=60) as response:
+                return response.read()
+        except OSError as exc:
+            raise CosError(f"{config}: cannot fetch the config: {exc}") from None
+    try:
+        return Path(config).read_bytes()
+    except OSError as exc:
+        raise CosError(f"{config}: cannot read the config: {exc.strerror}") from None
+
+
+def check_config(data: bytes, origin: str) -> None:
+    import yaml
+
+    try:
+        value = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}:" if mark else ""
+        raise CosError(f"{origin}:{line} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if value is not None and not isinstance(value, dict):
+        raise CosError(f"{origin}: a cloud-config must be a mapping")
+
+
+def write_esp(dev: str, steps: Steps) -> None:
+    """Last: GRUB at the removable-media path (no NVRAM entry needed), its menu, grubenv."""
+    arch = bootloader.efi_arch(os.uname().machine)
+    with steps.step("writing COS_GRUB (GRUB, its menu and grubenv)"):
+        run(["mkfs.vfat", "-F", "32", "-n", "COS_GRUB", dev], what=f"mkfs.vfat on {dev}")
+        with tempfile.TemporaryDirectory(dir="/run") as tmp:
+            early = Path(tmp) / "early.cfg"
+            early.write_text(
+                bootloader.embedded_config((ROOT / bootloader.GRUB_SHARE / "early.cfg").read_text())
+            )
+            efi = Path(tmp) / arch.boot_file
+            run(
+                bootloader.mkimage_command(ROOT, arch.platform, arch.package, efi, early),
+                what=f"grub-mkimage for {arch.platform}",
+            )
+            with mounted_partition(dev, "COS_GRUB") as esp:
+                (esp / "EFI/BOOT").mkdir(parents=True)
+                (esp / "EFI/cos").mkdir(parents=True)
+                shutil.copyfile(efi, esp / "EFI/BOOT" / arch.boot_file)
+                shutil.copyfile(ROOT / bootloader.GRUB_SHARE / "grub.cfg", esp / "EFI/cos/grub.cfg")
+                grubenv.create(esp / slots.GRUBENV, {})
+    add_nvram_entry(dev, arch, steps)
+
+
+def add_nvram_entry(dev: str, arch: bootloader.EfiArch, steps: Steps) -> None:
+    """A boot entry in the firmware too, when it can be written (not needed: the
+    removable-media path boots without one)."""
+    efivars = Path("/sys/firmware/efi/efivars")
+    if not efivars.is_dir() or shutil.which("efibootmgr") is None:
+        steps.say("no NVRAM entry (no efibootmgr or efivars); the removable-media path boots")
+        return
+    disk = Path(os.path.realpath(dev)).name
+    parent = Path(os.path.realpath(f"/sys/class/block/{disk}")).parent.name
+    number = Path(f"/sys/class/block/{disk}/partition").read_text().strip()
+    result = subprocess.run(
+        ["efibootmgr", "-q", "-c", "-d", f"/dev/{parent}", "-p", number, "-L", "cOS",
+         "-l", f"\\EFI\\BOOT\\{arch.boot_file}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    steps.say(
+        "NVRAM entry cOS added"
+        if result.returncode == 0
+        else f"no NVRAM entry ({result.stderr.strip()}); the removable-media path boots"
+    )
+
+
+def run_hook(stage: str, steps: Steps) -> None:
+    if shutil.which("cos-cloud-config") is None:
+        return
+    with steps.step(f"running the {stage} stage"):
+        run(["cos-cloud-config", stage], what=f"the {stage} stage")
+
+
+# ---------------------------------------------------------------- the verb
+
+
+def install(
+    device: str,
+    image: str | None = None,
+    config: str | None = None,
+    persistent_mib: int | None = None,
+    recovery_mib: int | None = None,
+    verify: bool = True,
+    force: bool = False,
+    steps: Steps | None = None,
+) -> str:
+    steps = steps or Steps()
+    config_data = None
+    if config is not None:
+        config_data = read_config(config)
+        check_config(config_data, config)
+    # Cheap refusals first, then the source (an image pull checks its signature here).
+    check_device(device, force, needed=lambda size: None)
+    source = image_source(image, verify, steps) if image else local_source(steps)
+    recovery_image_mib = image_mib(source.recovery_image)
+    parts: list[layout.Partition] = []
+
+    def needed(size: int) -> None:
+        parts[:] = layout.plan_for_disk(
+            device, size, source.slot_mib, recovery_image_mib, persistent_mib, recovery_mib
+        )
+
+    check_device(device, force, needed)
+    steps.say(f"installing {source.describe} to {device}: " + describe_plan(parts))
+    run_hook("before-install", steps)
+    with steps.step(f"partitioning {device}"):
+        by_label = write_partition_table(device, parts)
+    with steps.step("making the file systems"):
+        for label in ("COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT"):
+            make_ext4(by_label[label], label)
+    with mounted_partition(by_label["COS_STATE"], "COS_STATE") as root:
+        write_slots(root, source, steps)
+    with mounted_partition(by_label["COS_RECOVERY"], "COS_RECOVERY") as root:
+        write_recovery(root, source, steps)
+    with mounted_partition(by_label["COS_OEM"], "COS_OEM") as root:
+        if config_data is not None:
+            (root / INSTALL_CONFIG).write_bytes(config_data)
+            steps.say(f"install config stored as COS_OEM:/{INSTALL_CONFIG}")
+    write_esp(by_label["COS_GRUB"], steps)
+    run_hook("after-install", steps)
+    took = time.monotonic() - steps.started
+    return f"{device}: cOS installed in {took:.1f} s; remove the installer medium and reboot"
+
+
+def describe_plan(parts: list[layout.Partition]) -> str:
+    return ", ".join(f"{p.label} {layout.format_mib(p.size_mib)}" for p in parts)

@@ -1,0 +1,164 @@
+"""A machine's beginning and its way back: `cos install` from the installer ISO to a blank
+disk (typed, and unattended from the NoCloud user-data), its refusals, and `cos reset`
+from the recovery system."""
+
+import json
+import time
+
+import pytest
+
+from vm.images import installer_iso
+
+pytestmark = pytest.mark.vm
+
+INSTALL_TIMEOUT = 300  # KVM seconds, scaled by the harness
+
+# The harness's seed sets the hostname at the boot stage (cidata comes after /oem), so the
+# install config sets its hostname at the later network stage.
+INSTALL_CONFIG = """\
+#cloud-config
+users:
+  - name: alice
+    shell: /bin/bash
+write_files:
+  - path: /etc/cos-installed-by
+    content: "cos install --config\\n"
+stages:
+  network:
+    - hostname: installed-host
+"""
+
+
+def status(m) -> dict:
+    return json.loads(m.succeed("cos status --json"))
+
+
+def booted(m) -> dict:
+    return dict(line.split("=", 1) for line in m.succeed("cat /run/cos/boot").split())
+
+
+def assert_installed_system(m) -> None:
+    """Booted from the disk's active slot 2, with slot 1 passive and the recovery image."""
+    boot = booted(m)
+    assert boot == {"slot": "active", "image": "/cOS/slots/2.img", "label": "COS_STATE"}, boot
+    source = m.succeed("findmnt -n -o SOURCE /run/cos/state").strip()
+    assert source.startswith("/dev/vda"), source
+    found = status(m)
+    assert found["booted"] == "active"
+    slots = found["slots"]
+    assert (slots["active"]["name"], slots["passive"]["name"]) == ("2", "1")
+    for info in (slots["active"], slots["passive"], found["recovery"]):
+        assert info["version"] == found["version"] and info["flavor"] == found["flavor"], info
+    assert found["recovery"].get("manifest", "").startswith("sha256:"), found["recovery"]
+    assert found["assessment"] == "good"
+    labels = m.succeed("lsblk -n -o PARTLABEL /dev/vda").split()
+    assert labels == ["COS_GRUB", "COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT"]
+    assert "/EFI/BOOT/BOOT" in m.succeed(
+        "mount -o ro LABEL=COS_GRUB /mnt && find /mnt -type f; umount /mnt"
+    )
+
+
+def test_install_refuses_a_disk_in_use_or_too_small(vm_settings, vm_arch, machine_factory):
+    """From the live ISO, with a 1 GiB disk: the CD it runs from, a mounted disk and a
+    disk too small are refused with the reason, and nothing is written."""
+    m = machine_factory(image=None, iso=installer_iso(vm_settings.flavor, vm_arch), disk_size="1G")
+    out = m.fail("cos install /dev/sr0 2>&1")
+    assert "/dev/sr0: holds the running system" in out, out
+    out = m.fail("cos install /dev/vda 2>&1")
+    assert "/dev/vda: too small: 1024 MiB, and this system needs at least" in out, out
+    m.succeed("mkfs.ext4 -q -L DATA /dev/vda && mkdir -p /mnt/data && mount /dev/vda /mnt/data")
+    out = m.fail("cos install --force /dev/vda 2>&1")
+    assert "/dev/vda: in use: /dev/vda is mounted at /mnt/data" in out, out
+    m.succeed("umount /mnt/data")
+    out = m.fail("cos install --config /nonexistent.yaml /dev/vda 2>&1")
+    assert "/nonexistent.yaml: cannot read the config" in out, out
+    # Nothing was written: the file system made above is still the only thing on the disk
+    assert m.succeed("blkid -p -o value -s LABEL /dev/vda").strip() == "DATA"
+    assert m.execute("sfdisk -d /dev/vda")[0] != 0
+
+
+@pytest.mark.slow
+def test_install_from_the_iso_then_boot_the_disk(installer_machine):
+    m = installer_machine
+    m.succeed(f"cat > /tmp/config.yaml <<'EOF'\n{INSTALL_CONFIG}EOF")
+    out = m.succeed("cos install /dev/vda --config /tmp/config.yaml 2>&1", INSTALL_TIMEOUT)
+    print(out)
+    for step in ("partitioning /dev/vda", "copying the system", "copying the recovery image",
+                 "writing COS_GRUB", "cOS installed in"):  # fmt: skip
+        assert step in out, (step, out)
+    # A second run on the written disk is refused without --force
+    assert "holds a partition table (gpt); use --force" in m.fail("cos install /dev/vda 2>&1")
+    m.reboot(timeout=INSTALL_TIMEOUT)
+    assert_installed_system(m)
+    # The install config on COS_OEM ran at boot: the user, the file, the hostname
+    assert m.succeed("cat /oem/90_install.yaml") == INSTALL_CONFIG
+    assert m.succeed("getent passwd alice").split(":")[6].strip() == "/bin/bash"
+    assert m.succeed("cat /etc/cos-installed-by") == "cos install --config\n"
+    assert m.succeed("hostname").strip() == "installed-host"
+    # COS_PERSISTENT grew to the rest of the 8 GiB disk
+    size = int(m.succeed("blockdev --getsize64 /dev/disk/by-label/COS_PERSISTENT"))
+    assert size > 5 << 30, size
+
+
+@pytest.mark.slow
+def test_unattended_install_from_user_data(vm_settings, vm_arch, machine_factory):
+    """Nobody types: the ISO's live system reads `install:` from the NoCloud user-data,
+    installs to /dev/vda and reboots; the first SSH login is on the installed system."""
+    began = time.monotonic()
+    m = machine_factory(
+        image=None,
+        iso=installer_iso(vm_settings.flavor, vm_arch),
+        disk_size="8G",
+        cloud_config={"install": {"device": "/dev/vda", "after": "reboot"}},
+        timeout=INSTALL_TIMEOUT,
+    )
+    seconds = time.monotonic() - began
+    print(f"ISO boot to SSH on the installed disk ({vm_arch}): {seconds:.1f} s")
+    assert_installed_system(m)
+    journal = m.succeed("journalctl -b -1 -u cos-autoinstall.service -o cat || true")
+    console = m.console_path.read_text(errors="replace")
+    assert "cOS installed in" in console or "cOS installed in" in journal
+
+
+@pytest.mark.slow
+def test_reset_from_recovery_keeps_then_wipes_persistent_data(machine):
+    m = machine
+    m.succeed("echo kept > /usr/local/data && echo kept > /root/data")
+    m.succeed(
+        "cat > /oem/90_marker.yaml <<'EOF'\n#cloud-config\nwrite_files:\n"
+        "  - path: /etc/oem-marker\n    content: from COS_OEM\nEOF"
+    )
+    refused = m.fail("cos reset 2>&1")
+    assert "cos reset runs only from the recovery system; this is the active" in refused
+    before = status(m)["slots"]["active"]["name"]
+
+    def to_recovery():
+        m.succeed("cos rollback --recovery")
+        m.reboot()
+        assert booted(m)["slot"] == "recovery"
+        assert "COS_RECOVERY" in m.succeed("blkid -o value -s LABEL $(findmnt -n -o SOURCE "
+                                           "/run/cos/state)")  # fmt: skip
+
+    to_recovery()
+    assert "recovery" in status(m)
+    out = m.succeed("cos reset 2>&1", INSTALL_TIMEOUT)
+    print(out)
+    assert "kept: COS_PERSISTENT, COS_OEM" in out, out
+    m.reboot()
+    assert booted(m)["slot"] == "active"
+    found = status(m)
+    assert found["slots"]["active"]["name"] not in (before, "1", "2"), found["slots"]
+    assert found["last_reset"]["wiped"] == "nothing"
+    assert found["assessment"] == "good"
+    assert m.succeed("cat /usr/local/data /root/data") == "kept\nkept\n"
+    assert m.succeed("cat /etc/oem-marker").strip() == "from COS_OEM"
+
+    to_recovery()
+    out = m.succeed("cos reset --wipe-persistent 2>&1", INSTALL_TIMEOUT)
+    assert "wiping COS_PERSISTENT" in out and "kept: COS_OEM" in out, out
+    m.reboot()
+    assert booted(m)["slot"] == "active"
+    assert m.execute("test -e /usr/local/data")[0] != 0
+    assert m.execute("test -e /root/data")[0] != 0
+    assert m.succeed("cat /etc/oem-marker").strip() == "from COS_OEM"
+    assert status(m)["last_reset"]["wiped"] == "persistent"
