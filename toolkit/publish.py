@@ -17,12 +17,14 @@ def repository_for(address: str, flavor: str) -> str:
     return f"{address}/cos/{flavor}"
 
 
-def push_signed(layout: Path, repository: str, tag: str) -> Published:
-    """Push a layout as repository:tag, then its cosign signature beside it."""
+def push_signed(layout: Path, repository: str, tag: str, identity: str | None = None) -> Published:
+    """Push a layout as repository:tag, then its cosign signature beside it. The signature
+    names `identity` (default: `repository`): the repository as the machines that verify
+    it name it, when they reach the registry by another address (a mirror, a forward)."""
     reference = f"{repository}:{tag}"
     digest = registry.push_layout(layout, reference)
     private, _public = cosign.ensure_keypair()
-    payload, signature = cosign.sign_digest(reference, digest, private)
+    payload, signature = cosign.sign_digest(identity or repository, digest, private)
     registry.push_signature(repository, digest, payload, signature)
     return Published(reference, digest)
 

@@ -54,17 +54,21 @@ def layer_files(image: ImageBuild, variant: str) -> dict[str, tuple[bytes, int] 
     return files
 
 
-def publish(image: ImageBuild, address: str, log=print) -> dict[str, TestImage]:
-    """Every variant of `image` in the registry at `address` (tag <version>-<arch>-<variant>)."""
+def publish(
+    image: ImageBuild, address: str, seen_as: str | None = None, log=print
+) -> dict[str, TestImage]:
+    """Every variant of `image` in the registry at `address` (tag <version>-<arch>-<variant>),
+    each with its own content (and digest). Signatures name the registry as the machines
+    reach it, `seen_as` (e.g. 10.0.2.100:5000 through QEMU's guest forward)."""
     repository = repository_for(address, image.flavor.name)
+    identity = repository_for(seen_as or address, image.flavor.name)
     version = next_version(image.flavor.version)
     published = {}
     for variant in VARIANTS:
-        content = "v2" if variant in ("unsigned", "other-key") else variant
         layout = oci.derive_image(
             image.oci_layout,
-            image.folder / "test-images" / content,
-            layer_files(image, content),
+            image.folder / "test-images" / variant,
+            layer_files(image, variant),
             labels={"org.opencontainers.image.version": version},
             epoch=source_date_epoch(),
         )
@@ -75,10 +79,10 @@ def publish(image: ImageBuild, address: str, log=print) -> dict[str, TestImage]:
         elif variant == "other-key":
             digest = registry.push_layout(layout, reference)
             untrusted, _ = cosign.ensure_keypair(image.folder / "test-images" / "untrusted-key")
-            payload, signature = cosign.sign_digest(reference, digest, untrusted)
+            payload, signature = cosign.sign_digest(identity, digest, untrusted)
             registry.push_signature(repository, digest, payload, signature)
         else:
-            push_signed(layout, repository, tag)
+            push_signed(layout, repository, tag, identity=identity)
         published[variant] = TestImage(variant, reference, version)
         log(f"test image {variant}: {reference}")
     return published

@@ -32,7 +32,8 @@ def upgrade_figures(flavor: str, arch: str) -> dict[str, float]:
         storage = Path(tmp) / "registry"
         address = start_registry(storage, lease.port, log=quiet)
         try:
-            v2 = testimages.publish(image, address, log=quiet)["v2"].reference
+            published = testimages.publish(image, address, seen_as=GUEST_REGISTRY, log=quiet)
+            v2 = published["v2"].reference
             options = MachineOptions(
                 arch=arch, image=built_disk(flavor, arch), registry_port=lease.port
             )

@@ -31,7 +31,7 @@ def built(vm_settings, vm_arch) -> ImageBuild:
 @pytest.fixture(scope="module")
 def images(registry, built) -> dict[str, str]:
     """variant -> the reference a machine pulls it by."""
-    published = testimages.publish(built, registry, log=lambda _: None)
+    published = testimages.publish(built, registry, seen_as=GUEST_REGISTRY, log=lambda _: None)
     return {k: v.reference.replace(registry, GUEST_REGISTRY) for k, v in published.items()}
 
 
