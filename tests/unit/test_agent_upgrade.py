@@ -436,3 +436,17 @@ def test_an_image_that_extends_the_running_one_pulls_only_its_new_layer(
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
     assert slots.slot_info(machine, "4")["layers"][0] == base["digest"]
+
+
+def test_from_a_multi_arch_index_the_machine_takes_its_own_arch(
+    machine, address, keys, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("COS_KEYS_DIR", str(keys[0][0].parent))
+    layouts = {arch: make_image(tmp_path / arch, arch=arch) for arch in ("amd64", "arm64")}
+    images = {arch: toolkit_oci.read_oci_image(layout.parent) for arch, layout in layouts.items()}
+    index = toolkit_oci.build_index(images, tmp_path / "index")
+    reference = push_signed(index, f"{address}/cos/multi", "2.0.0").reference
+    upgrade.upgrade(reference, progress=silent())
+    info = slots.slot_info(machine, "3")
+    assert info["digest"] == registry.resolve_digest(reference)  # the signed index
+    assert info["manifest"] == images["amd64"].manifest_digest
