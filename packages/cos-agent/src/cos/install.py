@@ -278,7 +278,8 @@ def mounted_partition(dev: str, label: str) -> Iterator[Path]:
 
 def partition_devices(device: str, count: int) -> list[str]:
     """/dev paths of the device's partitions 1..count, once udev has made them."""
-    run(["udevadm", "settle", "--timeout=30"], what="waiting for udev")
+    if shutil.which("udevadm"):
+        run(["udevadm", "settle", "--timeout=30"], what="waiting for udev")
     name = Path(os.path.realpath(device)).name
     found: dict[int, str] = {}
     deadline = time.monotonic() + 30
@@ -402,7 +403,7 @@ def write_esp(dev: str, steps: Steps) -> None:
     """Last: GRUB at the removable-media path (no NVRAM entry needed), its menu, grubenv."""
     arch = bootloader.efi_arch(os.uname().machine)
     with steps.step("writing COS_GRUB (GRUB, its menu and grubenv)"):
-        run(["mkfs.vfat", "-F", "32", "-n", "COS_GRUB", dev], what=f"mkfs.vfat on {dev}")
+        run(["mkfs.vfat", "-F", "32", "-s", "1", "-n", "COS_GRUB", dev], what=f"mkfs.vfat on {dev}")
         with tempfile.TemporaryDirectory(dir="/run") as tmp:
             early = Path(tmp) / "early.cfg"
             early.write_text(
