@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from local_registry import free_port, quiet
 
 from cos import layers, oci, registry, slots, upgrade
 from cos.errors import CosError
@@ -28,16 +29,6 @@ pytestmark = [
 
 EPOCH = 1714564800
 CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw+ep
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")

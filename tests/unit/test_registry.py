@@ -2,12 +2,12 @@
 
 import json
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_registry import free_port, quiet
 
 from toolkit import cosign, oci, registry
 from toolkit.errors import CosError
@@ -23,18 +23,8 @@ pytestmark = [
 EPOCH = 1714564800  # 2024-05-01T12:00:00Z
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def skopeo(*args: str) -> str:
     return subprocess.run(["skopeo", *args], check=True, capture_output=True, text=True).stdout
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import json
 import os
 import re
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from local_registry import free_port, quiet
 
 from cos import registry, upgrade
 from cos.errors import CosError
@@ -50,16 +50,6 @@ EXPECTED = {
         False, "Manifest does not match provided manifest digest", "tampered manifest"
     ),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def tiny_image(work: Path) -> Path:
