@@ -150,7 +150,7 @@ def mounts_below(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> 
     return sorted(points, key=len, reverse=True)
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         # a build killed mid-way (SIGKILL, power loss) leaves mmdebstrap's proc, sys and
         # dev mounts in its tree; removing through them would fail or reach shared files
@@ -187,15 +187,15 @@ class StageCache:
         (self.stamps / name).unlink(missing_ok=True)  # outputs are not current from here on
         temporary = {out: out.with_name(f".{out.name}.partial") for out in outputs}
         for tmp in temporary.values():
-            _remove(tmp)
+            remove_tree(tmp)
         try:
             build(temporary)
             for out, tmp in temporary.items():
-                _remove(out)
+                remove_tree(out)
                 tmp.rename(out)
         except BaseException:
             for tmp in temporary.values():
-                _remove(tmp)
+                remove_tree(tmp)
             raise
         (self.stamps / name).write_text(key)
         return StageResult(name, key, "built", time.monotonic() - start)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cos.registry import base_url, parse_reference
 from toolkit import paths
-from toolkit.cache import _remove as remove_tree
+from toolkit.cache import remove_tree
 from toolkit.errors import CosError
 from toolkit.rootfs import DPKG_EXCLUDES, mirror
 from toolkit.runner import run, system_env
