@@ -2,6 +2,8 @@
 blank disks."""
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -30,10 +32,21 @@ def image_format(path: Path) -> str:
 
 
 def create_overlay(base: Path, dest: Path, size: str | None = None) -> Path:
-    """A qcow2 overlay backed by `base`; writes land in the overlay only."""
+    """A qcow2 overlay backed by `base`; writes land in the overlay only.
+
+    The overlay is backed by a hard link to `base` beside it (a copy across file
+    systems): every start of the machine (a reboot is a new QEMU process) opens the
+    backing file by name, and a build that replaces `base` meanwhile would otherwise hand
+    a running machine another image under its own writes (seen: GRUB found garbage)."""
     if not base.is_file():
         raise VmError(f"backing image {base} does not exist")
-    args = ["create", "-q", "-f", "qcow2", "-F", image_format(base), "-b", str(base.resolve())]
+    pinned = dest.with_name(f"{dest.stem}.base{base.suffix}")
+    pinned.unlink(missing_ok=True)
+    try:
+        os.link(base.resolve(), pinned)
+    except OSError:
+        shutil.copyfile(base.resolve(), pinned)
+    args = ["create", "-q", "-f", "qcow2", "-F", image_format(base), "-b", str(pinned)]
     _qemu_img(*args, str(dest), *([size] if size else []))
     return dest
 

@@ -49,7 +49,7 @@ def test_prepare_makes_files_and_valid_xml(tmp_path: Path, arch: str) -> None:
         assert m.hostname == "cos-test-unit-test"  # valid as a hostname
         m.prepare()
         names = sorted(p.name for p in m.workdir.iterdir())
-        assert names == ["data.qcow2", "disk.qcow2", "efivars.fd", "seed.iso"]
+        assert names == ["data.qcow2", "disk.base.raw", "disk.qcow2", "efivars.fd", "seed.iso"]
         m._port = allocate_port()
         xml = domain_xml(m._spec())
         path = tmp_path / "d.xml"

@@ -52,15 +52,6 @@ def mounted(label: str, writable: bool = False):
         yield from _mounted(label, writable)
 
 
-def checkpoint(mountpoint: str, label: str) -> None:
-    """Write what the journal holds to its place on disk. GRUB reads ext4 without replaying
-    the journal, and a partition that stays mounted (COS_STATE holds the running slot) is
-    not checkpointed by a reboot: GRUB saw a pointer that named a slot whose blocks it could
-    not read. Freezing the file system flushes the journal; it thaws right after."""
-    run(["fsfreeze", "--freeze", mountpoint], what=f"flushing {label}'s journal")
-    run(["fsfreeze", "--unfreeze", mountpoint], what=f"thawing {label}")
-
-
 def _mounted(label: str, writable: bool):
     dev = device(label)
     if dev is None:
@@ -76,10 +67,9 @@ def _mounted(label: str, writable: bool):
         try:
             yield Path(current)
         finally:
-            try:
-                checkpoint(current, label)
-            finally:
-                run(["mount", "-o", "remount,ro", current], what=f"remounting {label} read-only")
+            # Read-only again also flushes ext4's journal to its place (GRUB reads the file
+            # system without replaying the journal).
+            run(["mount", "-o", "remount,ro", current], what=f"remounting {label} read-only")
         return
     mode = "rw" if writable else "ro"
     run(["mount", "-o", mode, dev, str(target)], what=f"mounting {label} ({dev})")
