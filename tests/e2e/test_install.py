@@ -66,10 +66,10 @@ def test_install_refuses_a_disk_in_use_or_too_small(vm_settings, vm_arch, machin
     assert "/dev/sr0: holds the running system" in out, out
     out = m.fail("cos install /dev/vda 2>&1")
     assert "/dev/vda: too small: 1024 MiB, and this system needs at least" in out, out
-    m.succeed("mkfs.ext4 -q -L DATA /dev/vda && mkdir -p /mnt/data && mount /dev/vda /mnt/data")
+    m.succeed("mkfs.ext4 -q -L DATA /dev/vda && mkdir -p /run/data && mount /dev/vda /run/data")
     out = m.fail("cos install --force /dev/vda 2>&1")
-    assert "/dev/vda: in use: /dev/vda is mounted at /mnt/data" in out, out
-    m.succeed("umount /mnt/data")
+    assert "/dev/vda: in use: /dev/vda is mounted at /run/data" in out, out
+    m.succeed("umount /run/data")
     out = m.fail("cos install --config /nonexistent.yaml /dev/vda 2>&1")
     assert "/nonexistent.yaml: cannot read the config" in out, out
     # Nothing was written: the file system made above is still the only thing on the disk
