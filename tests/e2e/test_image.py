@@ -50,12 +50,24 @@ def test_writable_paths(shared_machine):
 
 
 def test_no_password_logins(shared_machine):
+    """No account that can log in has a password, not even an empty one: root and every
+    user with a login shell have a locked ("!") or disabled ("*") password, and sshd takes
+    keys only."""
     m = shared_machine
-    root_hash = m.succeed("getent shadow root").split(":")[1]
-    assert root_hash in ("*", "!", "!*", "")
-    config = m.succeed("sshd -T")
+    shadow = dict(line.split(":")[:2] for line in m.succeed("getent shadow").splitlines())
+    accounts = [line.split(":") for line in m.succeed("getent passwd").splitlines()]
+    login = {
+        name: pw if pw != "x" else shadow.get(name, "")  # "x": the password is in shadow
+        for name, pw, *_, shell in accounts
+        if shell.rsplit("/", 1)[-1] not in ("nologin", "false")
+    }
+    assert "root" in login, accounts
+    usable = {name: pw for name, pw in login.items() if not pw.startswith(("!", "*"))}
+    assert not usable, f"accounts with a usable or empty password: {usable}"
+    config = m.succeed("sshd -T").splitlines()
     assert "passwordauthentication no" in config
     assert "kbdinteractiveauthentication no" in config
+    assert "permitemptypasswords no" in config
     assert m.succeed("ls /etc/ssh").split().count("ssh_host_ed25519_key") == 0  # none baked in
 
 
@@ -128,13 +140,46 @@ def test_persistence_across_reboot(machine_factory):
     assert size - fs_bytes < size // 100, (size, fs_bytes)
 
 
-def test_installer_iso_boots_a_live_system(installer_machine):
+def test_installer_iso_boots_a_live_system(installer_machine, vm_settings):
+    """The installer ISO boots its own live system (packages/cos-grub/iso.cfg): the
+    recovery image, read-only from the CD, with volatile writable overlays, no cOS
+    partition mounted, the seed's cloud-config applied and the agent working."""
     m = installer_machine
-    boot = dict(line.split("=", 1) for line in m.succeed("cat /run/cos/boot").split())
-    assert boot["slot"] == "live" and boot["label"] == "COS_LIVE"
-    assert m.succeed("findmnt -n -o FSTYPE /").strip() == "squashfs"
-    # the live system leaves the target disk alone
-    assert m.succeed("findmnt -n -o SOURCE /usr/local || true").strip() == ""
+    flavor = load_flavor(vm_settings.flavor)
+    # The ISO's GRUB chose its live entry (the blank disk has no GRUB of its own)
+    assert "cOS: booting live" in m.console_path.read_text(errors="replace")
+    cmdline = m.succeed("cat /proc/cmdline").split()
+    assert {"cos.slot=live", "cos.label=COS_LIVE", "cos.image=/cOS/recovery.img"} <= set(cmdline)
+    # The initramfs found the image's volume by label: the CD-ROM holding the ISO
+    source, fstype, options = m.succeed(
+        "findmnt -n -o SOURCE,FSTYPE,OPTIONS /run/cos/state"
+    ).split()
+    assert fstype == "iso9660" and options.split(",")[0] == "ro", (source, fstype, options)
+    assert m.succeed(f"lsblk -n -d -o TYPE {source}").strip() == "rom"
+    assert m.succeed(f"blkid -o value -s LABEL {source}").strip() == "COS_LIVE"
+    # / is the recovery image (squashfs) from that CD through a loop device, read-only
+    root, fstype, options = m.succeed("findmnt -n -o SOURCE,FSTYPE,OPTIONS /").split()
+    assert root.startswith("/dev/loop") and fstype == "squashfs", (root, fstype)
+    assert options.split(",")[0] == "ro", options
+    backing = m.succeed(f"losetup -n -O BACK-FILE {root}").strip()
+    assert backing == "/run/cos/state/cOS/recovery.img", backing
+    assert "Read-only file system" in m.fail("touch /usr/bin/cos-should-not-exist")
+    # Writable where a running system needs it: tmpfs overlays, in RAM
+    for path in ("/etc", "/var", "/root", "/home"):
+        assert m.succeed(f"findmnt -n -o FSTYPE {path}").strip() == "overlay", path
+        m.succeed(f"touch {path}/.cos-write-test && rm {path}/.cos-write-test")
+    # A live boot mounts no cOS partition of the machine it installs to, and keeps nothing
+    for path in ("/oem", "/usr/local"):
+        assert m.execute(f"mountpoint -q {path}")[0] != 0, f"{path} is mounted"
+    for path in flavor.persistent_paths:
+        assert m.succeed(f"findmnt -n -o FSTYPE --target {path}").strip() == "overlay", path
+    # The agent runs and knows where it booted from
+    status = json.loads(m.succeed("cos status --json"))
+    boot = status["boot"]
+    assert (boot["slot"], boot["image"], boot["label"]) == ("live", "/cOS/recovery.img", "COS_LIVE")
+    assert status["flavor"] == flavor.name and status["version"] == flavor.version
+    # The live system read the same cidata seed: the harness's hostname and key (SSH works)
+    assert m.succeed("hostname").strip() == m.hostname
 
 
 def test_network_handed_from_initramfs_to_networkd(shared_machine):
