@@ -13,11 +13,12 @@ pytestmark = pytest.mark.vm
 def test_root_is_the_active_slot_read_only(shared_machine):
     m = shared_machine
     boot = dict(line.split("=", 1) for line in m.succeed("cat /run/cos/boot").split())
-    assert boot == {"slot": "active", "image": "/cOS/active.img", "label": "COS_STATE"}
+    # a fresh disk boots slot 2, the one its pointer names active
+    assert boot == {"slot": "active", "image": "/cOS/slots/2.img", "label": "COS_STATE"}
     root = m.succeed("findmnt -n -o SOURCE,OPTIONS /").split()
     assert root[0].startswith("/dev/loop") and root[1].startswith("ro")
     backing = m.succeed(f"losetup -n -O BACK-FILE {root[0]}").strip()
-    assert backing.endswith("/cOS/active.img")
+    assert backing.endswith("/cOS/slots/2.img")
     assert "Read-only file system" in m.fail("touch /usr/bin/cos-should-not-exist")
 
 
@@ -28,8 +29,8 @@ def test_os_release_names_flavor_and_version(shared_machine, vm_settings):
     assert f'IMAGE_VERSION="{flavor.version}"' in release
     status = json.loads(shared_machine.succeed("cos status --json"))
     assert status["flavor"] == flavor.name and status["version"] == flavor.version
-    assert status["boot"]["slot"] == "active"
-    assert status["grubenv"].get("cos_tentative", "") == ""
+    assert status["booted"] == "active" and status["assessment"] == "good"
+    assert status["slots"]["active"]["version"] == flavor.version
 
 
 def test_partition_layout(shared_machine):
