@@ -458,6 +458,9 @@ class Machine(GuestCommands):
             client = sshlib.connect(self.ssh_port or 0, self.key.private)
             sshlib.run(client, "systemctl --no-block reboot", timeout=30)
             client.close()
+        except paramiko.AuthenticationException as exc:
+            # The guest is up and refused us: the reboot was never asked for.
+            raise GuestUnreachable(f"{self.name}: cannot ask for a reboot: {exc}") from None
         except (OSError, EOFError, TimeoutError, paramiko.SSHException):
             pass  # the connection may drop as the guest goes down
         self.wait_for_ssh(timeout, check_health=check_health, fail_fast=fail_fast, not_boot_id=old)
