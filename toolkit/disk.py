@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from cos.layout import MiB, Partition, disk_mib, layout, partition_table, slot_size_mib
 from toolkit.arch import Arch
 from toolkit.grub import build_efi_binary, new_grubenv
-from toolkit.oci import read_blob_json, top_descriptor
+from toolkit.oci import blob_path, read_blob_json, top_descriptor
 from toolkit.runner import run
 
 
@@ -124,12 +125,17 @@ def slot_state_files(
     down to the OCI image and layers of the same build it equals (an upgrade to an image
     that shares those layers pulls only the others)."""
     info = system_info(rootfs, epoch, oci_layout, "built disk")
+    layer_records = layer_paths(oci_layout, info["layers"]) if oci_layout is not None else None
     files = {}
     for name in (FIRST_ACTIVE, FIRST_PASSIVE):
         files[f"cOS/slots/{name}.img"] = slot_image
         meta = work / f"slot-{name}.json"
         meta.write_text(json.dumps({**info, "name": name}, indent=2, sort_keys=True) + "\n")
         files[f"cOS/slots/{name}.json"] = meta
+        if layer_records is not None:
+            records = work / f"slot-{name}.layers.json"
+            records.write_text(json.dumps({"layers": layer_records}, sort_keys=True) + "\n")
+            files[f"cOS/slots/{name}.layers.json"] = records
     pointer = work / "state.env"
     new_grubenv(pointer)
     run(
@@ -139,6 +145,24 @@ def slot_state_files(
     )  # fmt: skip
     files["cOS/state.env"] = pointer
     return files
+
+
+def layer_paths(oci_layout: Path, digests: list[str]) -> list[dict]:
+    """What a machine records of the layers above the first (see cos.slots): the paths
+    each writes, and whether it only adds to the layers below (no path of theirs, no
+    whiteout), so that an upgrade can take it off a copy of the slot."""
+    below: set[str] = set()
+    records = []
+    for index, digest in enumerate(digests):
+        with tarfile.open(blob_path(oci_layout, digest), "r:gz") as tar:
+            paths = [os.path.normpath(name) for name in tar.getnames()]
+        if index:
+            added_only = not below & set(paths) and not any(
+                os.path.basename(p).startswith(".wh.") for p in paths
+            )
+            records.append({"digest": digest, "added_only": added_only, "paths": paths})
+        below.update(paths)
+    return records
 
 
 def read_os_release(rootfs: Path) -> dict[str, str]:

@@ -152,7 +152,7 @@ def test_upgrade_writes_a_slot_switches_and_arms_its_trial(machine, published, t
     assert (pointer.active, pointer.passive) == ("3", "2")
     assert not slots.image_path(machine, "1").exists()  # the old passive is gone
     assert sorted(p.name for p in (machine / "cOS/slots").iterdir()) == [
-        "2.img", "2.json", "3.img", "3.json",
+        "2.img", "2.json", "3.img", "3.json", "3.layers.json",
     ]  # fmt: skip
     assert grubenv(tmp_path / "esp") == {"cos_tentative": "3"}
     info = slots.slot_info(machine, "3")
@@ -337,7 +337,7 @@ def test_leftovers_of_an_interrupted_upgrade_are_removed(machine, published):
     (machine / "cOS/slots/.4.img.new").write_bytes(b"cut off while writing")
     upgrade.upgrade(published["signed"], progress=silent())
     names = sorted(p.name for p in (machine / "cOS/slots").iterdir())
-    assert names == ["2.img", "2.json", "3.img", "3.json"]
+    assert names == ["2.img", "2.json", "3.img", "3.json", "3.layers.json"]
     assert slots.image_path(machine, "3").stat().st_size == 16 << 20  # the real new slot
 
 
@@ -441,3 +441,41 @@ def test_from_a_multi_arch_index_the_machine_takes_its_own_arch(
     info = slots.slot_info(machine, "3")
     assert info["digest"] == registry.resolve_digest(reference)  # the signed index
     assert info["manifest"] == images["amd64"].manifest_digest
+
+
+@pytest.mark.parametrize(
+    ("upper", "reused"),
+    [
+        ({"etc/feature-a": (b"a\n", 0o644)}, True),  # only adds: can be taken off a copy
+        ({"etc/os-release": (b"VARIANT_ID=a\n", 0o644)}, False),  # replaces a base file
+    ],
+)
+def test_an_image_that_shares_only_the_base_layer_pulls_the_rest(
+    machine, own_registry, tmp_path, upper, reused
+):
+    storage, reference, layout = own_registry
+    repository = reference.rsplit(":", 1)[0]
+    a = toolkit_oci.derive_image(layout, tmp_path / "a", upper, labels={}, epoch=EPOCH)
+    b = toolkit_oci.derive_image(
+        layout, tmp_path / "b", {"etc/feature-b": (b"b\n", 0o644)}, labels={}, epoch=EPOCH
+    )
+    upgrade.upgrade(push_signed(a, repository, "a").reference, progress=silent())  # slot 3
+    (tmp_path / "boot").write_text("slot=active\nimage=/cOS/slots/3.img\nlabel=COS_STATE\n")
+    base = json.loads(toolkit_oci.blob_path(layout, toolkit_oci.top_descriptor(layout)["digest"])
+                      .read_bytes())["layers"][0]  # fmt: skip
+    if reused:  # then the shared layer cannot have been pulled again
+        blob_file(storage, base["digest"]).unlink()
+    upgrade.upgrade(push_signed(b, repository, "b").reference, progress=silent())  # slot 4
+    pulled = int(slots.history(machine)["last_upgrade"]["pulled"].split()[0])
+    assert (pulled < base["size"]) == reused
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop,ro", str(slots.image_path(machine, "4")), str(mnt)],
+                   check=True)  # fmt: skip
+    try:
+        assert (mnt / "etc/feature-b").read_text() == "b\n"
+        assert not (mnt / "etc/feature-a").exists()
+        assert (mnt / "etc/os-release").read_text().startswith("VARIANT_ID=test")
+        assert os.getxattr(mnt / "usr/bin/ping", "security.capability") == CAPABILITY
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -9,6 +9,7 @@ import shutil
 import tarfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cos.errors import CosError
@@ -83,33 +84,58 @@ def _set_xattrs(target: Path, member: tarfile.TarInfo, what: str) -> None:
                 raise CosError(f"{what}: cannot set {name} on {member.name}: {e}") from None
 
 
-def apply_layer(chunks: Iterator[bytes], root: Path, what: str) -> int:
-    """Apply one gzip tar layer over `root`; returns its compressed size. A broken
-    stream, a digest mismatch (raised by `chunks`) or a bad entry is a CosError."""
+@dataclass
+class Applied:
+    """What applying a layer did: enough to take it off again while it only added."""
+
+    compressed: int  # bytes of the layer as pulled
+    paths: list[str]  # entries it wrote, in order
+    added_only: bool  # it replaced or removed nothing a lower layer had
+
+
+def apply_layer(chunks: Iterator[bytes], root: Path, what: str) -> Applied:
+    """Apply one gzip tar layer over `root`. A broken stream, a digest mismatch (raised
+    by `chunks`) or a bad entry is a CosError."""
     reader = ChunkReader(chunks)
     written: set[str] = set()
+    paths: list[str] = []
+    added_only = True
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for member in tar:
-                _apply_member(tar, member, root, written, what)
+                path, replaced = _apply_member(tar, member, root, written, what)
+                if path:
+                    paths.append(path)
+                added_only = added_only and not replaced
         reader.drain()
     except (tarfile.TarError, zlib.error, EOFError) as e:
         raise CosError(f"{what}: not a valid gzip tar layer: {e}") from None
-    return reader.compressed
+    return Applied(reader.compressed, paths, added_only)
 
 
-def _apply_member(tar, member: tarfile.TarInfo, root: Path, written: set[str], what: str):
+def remove_added(root: Path, paths: list[str]) -> None:
+    """Take off a layer that only added `paths` (children before their folders)."""
+    for path in sorted(paths, reverse=True):
+        _remove(root / path)
+
+
+def _apply_member(
+    tar, member: tarfile.TarInfo, root: Path, written: set[str], what: str
+) -> tuple[str, bool]:
+    """(the path written or "", whether it replaced or removed a lower layer's entry)."""
     path = _relative(member.name, what)
     if not path:
-        return
+        return "", False
     folder, base = posixpath.split(path)
     if base == OPAQUE:
         _empty_folder(root / folder, written, root)
-        return
+        return "", True
     if base.startswith(WHITEOUT):
         _remove(root / folder / base[len(WHITEOUT) :])
-        return
+        return "", True
     target = root / path
+    # an entry already there, put by a lower layer (not earlier in this one)
+    replaced = (target.is_symlink() or target.exists()) and path not in written
     if target.is_symlink() or (target.exists() and not (member.isdir() and target.is_dir())):
         _remove(target)  # a lower layer's entry of another kind, or a file replaced
     if member.islnk():
@@ -124,3 +150,4 @@ def _apply_member(tar, member: tarfile.TarInfo, root: Path, written: set[str], w
         raise CosError(f"{what}: cannot write {member.name}: {e}") from None
     _set_xattrs(target, member, what)
     written.add(path)
+    return path, replaced

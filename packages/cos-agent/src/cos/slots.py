@@ -5,7 +5,9 @@ On COS_STATE:
     cOS/state.env      the pointer: a GRUB environment block with cos_active and
                        cos_passive (slot names); replaced only by one atomic rename
     cOS/slots/N.img    slot images, N a generation number that only grows
-    cOS/slots/N.json   what slot N holds: flavor, version, image and digest, when written
+    cOS/slots/N.json   what slot N holds: flavor, version, image and digest, layers, when
+    cOS/slots/N.layers.json   for each layer above the first: the paths it wrote and
+                       whether it only added (so an upgrade can take it off a copy)
     cOS/history.json   the last upgrade and the last rollback
 On COS_GRUB, EFI/cos/grubenv (GRUB writes it too):
     cos_tentative=N    slot N's first boot is on trial; ignored unless N is active
@@ -49,6 +51,15 @@ def image_path(root: Path, name: str) -> Path:
 
 def info_path(root: Path, name: str) -> Path:
     return root / SLOTS / f"{name}.json"
+
+
+def layers_path(root: Path, name: str) -> Path:
+    return root / SLOTS / f"{name}.layers.json"
+
+
+def files_of(root: Path, name: str) -> list[Path]:
+    """Slot `name`'s image and what is recorded about it."""
+    return sorted(p for p in (root / SLOTS).iterdir() if p.name.split(".")[0] == name)
 
 
 def read_pointer(root: Path) -> Pointer:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from cos import oci, registry, slots
 from cos.errors import CosError
-from cos.files import fsync_dir, write_json
-from cos.layers import apply_layer
+from cos.files import fsync_dir, read_json, write_json
+from cos.layers import apply_layer, remove_added
 from cos.runner import run
 from cos.signature import repository_of, verify
 
@@ -203,25 +203,46 @@ def run_hook(stage: str, progress: Progress) -> None:
     run(["cos-cloud-config", stage], what=f"the {stage} stage")
 
 
-def shared_layers(running: dict, plan: Plan) -> int:
-    """How many of the image's first layers the running slot was made of, exactly: the
-    new slot can start as a copy of it and needs only the layers after those."""
-    have = running.get("layers") or []
+@dataclass
+class Start:
+    """How the new slot starts. From scratch (keep=0), or as a copy of the running slot with
+    the running image's layers above the first `keep` taken off: possible when those
+    layers only added files and the slot recorded which (N.layers.json)."""
+
+    keep: int = 0
+    take_off: list[dict] = field(default_factory=list)  # records of the layers to take off
+    kept: list[dict] = field(default_factory=list)  # records of the layers kept, above the first
+
+
+def plan_start(root: Path, running: str, plan: Plan) -> Start:
+    have = slots.slot_info(root, running).get("layers") or []
     want = [layer["digest"] for layer in plan.layers]
-    return len(have) if have and want[: len(have)] == have else 0
+    keep = 0
+    while keep < min(len(have), len(want)) and have[keep] == want[keep]:
+        keep += 1
+    if keep == 0:
+        return Start()
+    records = {
+        r["digest"]: r for r in read_json(slots.layers_path(root, running)).get("layers", [])
+    }
+    above = [records.get(digest) for digest in have[keep:]]
+    if not all(r and r.get("added_only") for r in above):
+        return Start()  # a layer to take off replaced files below it, or is unrecorded
+    kept = [records[d] for d in have[1:keep] if d in records]
+    return Start(keep, [r for r in above if r], kept)
 
 
 def write_slot(
-    plan: Plan, root: Path, name: str, size: int, progress: Progress, base: Path | None, skip: int
-) -> None:
-    """Slot `name` made from the image's layers (from a copy of `base`, a slot made of the
-    first `skip` of them, when given); it appears under its name only whole."""
+    plan: Plan, root: Path, name: str, size: int, progress: Progress, running: Path, start: Start
+) -> list[dict]:
+    """Slot `name` made from the image's layers; it appears under its name only whole.
+    Returns the records of its layers above the first (for N.layers.json)."""
     final = slots.image_path(root, name)
     partial = final.with_name(f".{final.name}.new")
     mountpoint = WORK / name
-    if base is not None and skip:
-        progress.stage(f"copying {base.name}: it holds layers 1-{skip} already")
-        run(["cp", "--sparse=always", str(base), str(partial)], what=f"copying {base}")
+    if start.keep:
+        progress.stage(f"copying {running.name}: it holds layers 1-{start.keep} already")
+        run(["cp", "--sparse=always", str(running), str(partial)], what=f"copying {running}")
         if partial.stat().st_size < size:
             os.truncate(partial, size)
             run(["resize2fs", "-f", str(partial)], what=f"growing slot {name}")
@@ -235,12 +256,23 @@ def write_slot(
         )  # fmt: skip
     mountpoint.mkdir(parents=True, exist_ok=True)
     run(["mount", "-o", "loop", str(partial), str(mountpoint)], what=f"mounting slot {name}")
+    records = list(start.kept)
     try:
-        for index, layer in enumerate(plan.layers[skip:], start=skip):
+        for record in reversed(start.take_off):
+            progress.stage(f"taking off layer {record['digest']} of {running.name}")
+            remove_added(mountpoint, record["paths"])
+        for index, layer in enumerate(plan.layers[start.keep :], start=start.keep):
             what = f"layer {index + 1}/{len(plan.layers)} {layer['digest']}"
             progress.stage(f"pulling and unpacking {what} ({int(layer['size']) / MiB:.1f} MiB)")
             chunks = registry.blob_chunks(plan.host, plan.repo, layer["digest"], what)
-            apply_layer(progress.counted(chunks, what, int(layer["size"])), mountpoint, what)
+            applied = apply_layer(
+                progress.counted(chunks, what, int(layer["size"])), mountpoint, what
+            )
+            if index:
+                records.append(
+                    {"digest": layer["digest"], "added_only": applied.added_only,
+                     "paths": applied.paths}
+                )  # fmt: skip
     finally:
         run(["umount", str(mountpoint)], what=f"unmounting slot {name}")
         mountpoint.rmdir()
@@ -248,6 +280,7 @@ def write_slot(
         os.fsync(f.fileno())
     os.rename(partial, final)
     fsync_dir(final.parent)
+    return records
 
 
 def upgrade(
@@ -284,10 +317,10 @@ def upgrade(
                     progress.stage(f"removing {leftover.name}, left by an interrupted upgrade")
                     leftover.unlink()
             running = slots.image_path(root, pointer.active)
-            skip = shared_layers(slots.slot_info(root, pointer.active), plan)
-            pulled = sum(int(layer["size"]) for layer in plan.layers[skip:])
+            start = plan_start(root, pointer.active, plan)
+            pulled = sum(int(layer["size"]) for layer in plan.layers[start.keep :])
             size = slot_bytes(plan, running)
-            if skip:  # the new slot starts as a copy of the running one
+            if start.keep:  # the new slot starts as a copy of the running one
                 size = max(size, running.stat().st_size)
             check_space(root, size)
             name = slots.next_name(root)
@@ -300,7 +333,8 @@ def upgrade(
                 )
             run_hook("before-upgrade", progress)
             try:
-                write_slot(plan, root, name, size, progress, running, skip)
+                records = write_slot(plan, root, name, size, progress, running, start)
+                write_json(slots.layers_path(root, name), {"layers": records})
                 write_json(slots.info_path(root, name), slot_facts(plan, name))
             except BaseException:
                 for path in slots.leftovers(root, pointer):
@@ -312,11 +346,8 @@ def upgrade(
                 next_entry="",
             )  # fmt: skip
             slots.write_pointer(root, slots.Pointer(active=name, passive=pointer.active))
-            for old in (
-                slots.image_path(root, pointer.passive),
-                slots.info_path(root, pointer.passive),
-            ):
-                old.unlink(missing_ok=True)
+            for old in slots.files_of(root, pointer.passive):
+                old.unlink()
             slots.record(
                 root, "upgrade", from_slot=pointer.active, to_slot=name,
                 image=plan.reference, digest=plan.digest,
