@@ -14,7 +14,7 @@ def test_noop_rebuild_reuses_every_stage(vm_settings, vm_arch):
         "rootfs",
         "system-image",
         "recovery-image",
+        "oci",  # before the disk: a fresh disk's slots record the image's layers
         "disk",
         "installer-iso",
-        "oci",
     ]
