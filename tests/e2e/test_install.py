@@ -114,10 +114,12 @@ def test_unattended_install_from_user_data(vm_settings, vm_arch, machine_factory
     )
     seconds = time.monotonic() - began
     print(f"ISO boot to SSH on the installed disk ({vm_arch}): {seconds:.1f} s")
+    print(f"last boot's phases (s): {m.boot_timings}; emulator retries {m.emulator_retries}")
     assert_installed_system(m)
     journal = m.succeed("journalctl -b -1 -u cos-autoinstall.service -o cat || true")
     console = m.console_path.read_text(errors="replace")
     assert "cOS installed in" in console or "cOS installed in" in journal
+    print("\n".join(line for line in console.splitlines() if "] " in line and " s]" in line))
 
 
 @pytest.mark.slow
@@ -162,3 +164,22 @@ def test_reset_from_recovery_keeps_then_wipes_persistent_data(machine):
     assert m.execute("test -e /root/data")[0] != 0
     assert m.succeed("cat /etc/oem-marker").strip() == "from COS_OEM"
     assert status(m)["last_reset"]["wiped"] == "persistent"
+
+
+@pytest.mark.slow
+def test_install_from_a_running_machine_to_a_second_disk(machine_factory):
+    """From an installed machine's active slot to a blank second disk (vdb): the running
+    disk is refused, the new disk gets the booted slot and COS_RECOVERY's image. (Not
+    rebooted: two disks with the same labels would leave the choice to the firmware.)"""
+    m = machine_factory(blank_disk="4G")
+    assert "/dev/vda: holds the running system" in m.fail("cos install --force /dev/vda 2>&1")
+    out = m.succeed("cos install /dev/vdb 2>&1", INSTALL_TIMEOUT)
+    assert "installing the active system (2.img) to /dev/vdb" in out, out
+    m.succeed("mkdir -p /run/check && mount -o ro /dev/vdb4 /run/check")
+    assert m.succeed("cmp /run/check/cOS/slots/2.img /run/cos/state/cOS/slots/2.img && echo same")
+    assert m.succeed("stat -c %h /run/check/cOS/slots/1.img").strip() == "2"  # one copy
+    m.succeed("umount /run/check")
+    for disk in ("vda", "vdb"):  # COS_RECOVERY is partition 3 on both
+        m.succeed(f"mkdir -p /run/{disk} && mount -o ro /dev/{disk}3 /run/{disk}")
+    assert m.succeed("cmp /run/vda/cOS/recovery.img /run/vdb/cOS/recovery.img && echo same")
+    m.succeed("umount /run/vda /run/vdb")
