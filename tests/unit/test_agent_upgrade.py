@@ -17,6 +17,7 @@ from local_registry import free_port, quiet
 
 from cos import layers, oci, registry, slots, upgrade
 from cos.errors import CosError
+from cos.progress import Progress
 from toolkit import cosign
 from toolkit import oci as toolkit_oci
 from toolkit import registry as toolkit_registry
@@ -118,7 +119,7 @@ def machine(tmp_path, monkeypatch, keys):
     monkeypatch.setattr(upgrade, "LOCK", tmp_path / "upgrade.lock")
     monkeypatch.setattr(upgrade, "WORK", tmp_path / "work")
     monkeypatch.setattr(upgrade, "machine_arch", lambda: "amd64")
-    monkeypatch.setattr(upgrade, "run_hook", lambda stage, progress: None)  # no cloud-config here
+    monkeypatch.setattr(upgrade, "run_stage", lambda stage, progress: None)  # no cloud-config here
     return parts["COS_STATE"]
 
 
@@ -142,7 +143,7 @@ def grubenv(esp: Path) -> dict:
 
 
 def silent() -> upgrade.Progress:
-    return upgrade.Progress(stream=open(os.devnull, "w"))  # noqa: SIM115
+    return Progress(stream=open(os.devnull, "w"))  # noqa: SIM115
 
 
 def test_upgrade_writes_a_slot_switches_and_arms_its_trial(machine, published, tmp_path):

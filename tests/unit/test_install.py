@@ -11,6 +11,7 @@ import pytest
 from cos import grubenv, install, layout, slots
 from cos.autoinstall import from_cmdline, settings
 from cos.errors import CosError
+from cos.progress import Progress
 
 MiB = layout.MiB
 
@@ -149,7 +150,7 @@ def test_slots_and_pointer_as_slots_py_documents(tmp_path):
     source = install.Source("test", tmp_path / "recovery.img", {}, slot_image=system)
     source.slot_info = info
     out = io.StringIO()
-    install.write_slots(root, source, install.Steps(out))
+    install.write_slots(root, source, Progress(out))
     pointer = slots.read_pointer(root)
     assert (pointer.active, pointer.passive) == ("2", "1")
     active, passive = slots.image_path(root, "2"), slots.image_path(root, "1")
@@ -167,7 +168,7 @@ def test_recovery_step_writes_image_and_what_it_holds(tmp_path):
     root = tmp_path / "rec"
     root.mkdir()
     source = install.Source("test", recovery, {"flavor": "f", "version": "1"})
-    install.write_recovery(root, source, install.Steps(io.StringIO()))
+    install.write_recovery(root, source, Progress(io.StringIO()))
     assert (root / "cOS/recovery.img").read_bytes() == recovery.read_bytes()
     assert json.loads((root / "cOS/recovery.json").read_text())["version"] == "1"
 

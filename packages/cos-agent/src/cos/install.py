@@ -34,39 +34,15 @@ from pathlib import Path
 from cos import bootloader, grubenv, layout, slots
 from cos.errors import CosError
 from cos.files import fsync_dir, read_json, write_json
+from cos.progress import Progress
 from cos.runner import probe, run
+from cos.stages import run_stage
 
 WORK = Path("/run/cos/install")
 BOOTED = Path("/run/cos/state")  # where the initramfs mounted the booted image's volume
 ROOT = Path("/")
 INSTALL_CONFIG = "90_install.yaml"  # the --config file's name on COS_OEM
 FIRST_ACTIVE, FIRST_PASSIVE = "2", "1"
-
-
-class Steps:
-    """One line per step with the time it took, and the total."""
-
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
-        self.started = time.monotonic()
-
-    def say(self, message: str) -> None:
-        self.stream.write(f"[{time.monotonic() - self.started:6.1f} s] {message}\n")
-        self.stream.flush()
-
-    @contextmanager
-    def step(self, message: str) -> Iterator[None]:
-        began = time.monotonic()
-        self.say(f"{message} ...")
-        yield
-        self.say(f"{message}: done in {time.monotonic() - began:.1f} s")
-
-    # cos.upgrade's write_slot reports through .stage() and .counted()
-    def stage(self, message: str) -> None:
-        self.say(message)
-
-    def counted(self, chunks, what, total):
-        yield from chunks
 
 
 @dataclass
@@ -159,7 +135,7 @@ def booted() -> dict[str, str]:
     return slots.current_boot()
 
 
-def local_source(steps: Steps) -> Source:
+def local_source(steps: Progress) -> Source:
     boot = booted()
     kind = boot.get("slot", "")
     if kind == "live":
@@ -205,7 +181,7 @@ def copy_of_recovery() -> tuple[Path, dict]:
     return target, info
 
 
-def finish_source(source: Source, steps: Steps) -> Source:
+def finish_source(source: Source, steps: Progress) -> Source:
     if not source.recovery_image.is_file():
         raise CosError(f"{source.recovery_image}: missing; no recovery image to install")
     if source.slot_image is not None:
@@ -218,7 +194,7 @@ def finish_source(source: Source, steps: Steps) -> Source:
     return source
 
 
-def image_source(reference: str, verify: bool, steps: Steps) -> Source:
+def image_source(reference: str, verify: bool, steps: Progress) -> Source:
     """An OCI image, resolved and checked exactly as `cos upgrade` does; the recovery image
     is the running system's."""
     from cos import upgrade
@@ -323,7 +299,7 @@ def copy_file(source: Path, target: Path) -> None:
         os.fsync(f.fileno())
 
 
-def write_slots(root: Path, source: Source, steps: Steps) -> None:
+def write_slots(root: Path, source: Source, steps: Progress) -> None:
     """Slots 2 (active) and 1 (passive, a hard link of 2) and the pointer, as slots.py
     documents."""
     (root / slots.SLOTS).mkdir(parents=True)
@@ -364,7 +340,7 @@ def make_slot_from_tree(squashfs: Path, target: Path, size_mib: int) -> None:
     os.rename(partial, target)
 
 
-def write_recovery(root: Path, source: Source, steps: Steps) -> None:
+def write_recovery(root: Path, source: Source, steps: Progress) -> None:
     mib = image_mib(source.recovery_image)
     with steps.step(f"copying the recovery image ({mib} MiB)"):
         (root / "cOS").mkdir()
@@ -399,7 +375,7 @@ def check_config(data: bytes, origin: str) -> None:
         raise CosError(f"{origin}: a cloud-config must be a mapping")
 
 
-def write_esp(dev: str, steps: Steps) -> None:
+def write_esp(dev: str, steps: Progress) -> None:
     """Last: GRUB at the removable-media path (no NVRAM entry needed), its menu, grubenv."""
     arch = bootloader.efi_arch(os.uname().machine)
     with steps.step("writing COS_GRUB (GRUB, its menu and grubenv)"):
@@ -423,7 +399,7 @@ def write_esp(dev: str, steps: Steps) -> None:
     add_nvram_entry(dev, arch, steps)
 
 
-def add_nvram_entry(dev: str, arch: bootloader.EfiArch, steps: Steps) -> None:
+def add_nvram_entry(dev: str, arch: bootloader.EfiArch, steps: Progress) -> None:
     """A boot entry in the firmware too, when it can be written (not needed: the
     removable-media path boots without one)."""
     efivars = Path("/sys/firmware/efi/efivars")
@@ -445,22 +421,6 @@ def add_nvram_entry(dev: str, arch: bootloader.EfiArch, steps: Steps) -> None:
     )
 
 
-def run_hook(stage: str, steps: Steps) -> None:
-    """The cloud-config stage, through cos-cloud-config's own entry point in this process:
-    a second Python start and its imports cost 3-6 s per stage under emulation."""
-    try:
-        from cos_cloud_config.runner import main as cloud_config
-    except ImportError:
-        if shutil.which("cos-cloud-config") is None:
-            return
-        cloud_config = None
-    with steps.step(f"running the {stage} stage"):
-        if cloud_config is None:
-            run(["cos-cloud-config", stage], what=f"the {stage} stage")
-        elif cloud_config([stage]) != 0:
-            raise CosError(f"the {stage} stage failed (cos-cloud-config {stage}: see above)")
-
-
 # ---------------------------------------------------------------- the verb
 
 
@@ -472,9 +432,9 @@ def install(
     recovery_mib: int | None = None,
     verify: bool = True,
     force: bool = False,
-    steps: Steps | None = None,
+    steps: Progress | None = None,
 ) -> str:
-    steps = steps or Steps()
+    steps = steps or Progress()
     config_data = None
     if config is not None:
         config_data = read_config(config)
@@ -492,7 +452,7 @@ def install(
 
     check_device(device, force, needed)
     steps.say(f"installing {source.describe} to {device}: " + describe_plan(parts))
-    run_hook("before-install", steps)
+    run_stage("before-install", steps)
     with steps.step(f"partitioning {device}"):
         by_label = write_partition_table(device, parts)
     with steps.step("making the file systems"):
@@ -507,7 +467,7 @@ def install(
             (root / INSTALL_CONFIG).write_bytes(config_data)
             steps.say(f"install config stored as COS_OEM:/{INSTALL_CONFIG}")
     write_esp(by_label["COS_GRUB"], steps)
-    run_hook("after-install", steps)
+    run_stage("after-install", steps)
     took = time.monotonic() - steps.started
     return f"{device}: cOS installed in {took:.1f} s; remove the installer medium and reboot"
 

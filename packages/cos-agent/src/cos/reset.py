@@ -14,7 +14,9 @@ from cos import install, layout, slots
 from cos.errors import CosError
 from cos.files import fsync_dir, write_json
 from cos.partitions import device, mounted, mountpoint_of
+from cos.progress import Progress
 from cos.runner import run
+from cos.stages import run_stage
 
 
 def to_recovery(reboot: bool) -> str:
@@ -26,7 +28,7 @@ def to_recovery(reboot: bool) -> str:
     return "the next boot only starts the recovery system; reboot to start it"
 
 
-def wipe(label: str, steps: install.Steps) -> None:
+def wipe(label: str, steps: Progress) -> None:
     dev = device(label)
     if dev is None:
         raise CosError(f"no partition labelled {label} to wipe")
@@ -42,9 +44,9 @@ def reset(
     verify: bool = True,
     wipe_persistent: bool = False,
     wipe_oem: bool = False,
-    steps: install.Steps | None = None,
+    steps: Progress | None = None,
 ) -> str:
-    steps = steps or install.Steps()
+    steps = steps or Progress()
     boot = slots.current_boot()
     if boot.get("slot") != "recovery":
         raise CosError(
@@ -55,8 +57,7 @@ def reset(
         source = install.image_source(image, verify, steps)
     else:
         source = install.local_source(steps)
-    run_hook = install.run_hook
-    run_hook("before-reset", steps)
+    run_stage("before-reset", steps)
     with mounted("COS_STATE", writable=True) as root:
         try:
             old = slots.read_pointer(root)
@@ -114,7 +115,7 @@ def reset(
         wipe("COS_PERSISTENT", steps)
     if wipe_oem:
         wipe("COS_OEM", steps)
-    run_hook("after-reset", steps)
+    run_stage("after-reset", steps)
     kept = [
         what
         for what, wiped in (("COS_PERSISTENT", wipe_persistent), ("COS_OEM", wipe_oem))

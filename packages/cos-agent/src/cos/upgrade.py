@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,10 @@ from cos import oci, registry, slots
 from cos.errors import CosError
 from cos.files import fsync_dir, read_json, write_json
 from cos.layers import apply_layer, remove_added
+from cos.progress import Progress
 from cos.runner import run
 from cos.signature import repository_of, verify
+from cos.stages import run_stage
 
 KEYS_DIR = Path("/etc/cos/keys")
 LOCK = Path("/run/lock/cos-upgrade.lock")
@@ -54,32 +55,6 @@ class Plan:
     @property
     def labels(self) -> dict:
         return self.config.get("config", {}).get("Labels") or {}
-
-
-class Progress:
-    """One line per stage; on a terminal, also a live count of bytes pulled."""
-
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.started = time.monotonic()
-
-    def stage(self, message: str) -> None:
-        elapsed = time.monotonic() - self.started
-        start = "\r" if self.tty else ""
-        self.stream.write(f"{start}[{elapsed:6.1f} s] {message}\n")
-        self.stream.flush()
-
-    def counted(self, chunks: Iterator[bytes], what: str, total: int) -> Iterator[bytes]:
-        done = 0
-        for chunk in chunks:
-            done += len(chunk)
-            if self.tty:
-                self.stream.write(f"\r  {what}: {done / MiB:7.1f} / {total / MiB:.1f} MiB")
-                self.stream.flush()
-            yield chunk
-        if self.tty:
-            self.stream.write("\n")
 
 
 CONFIG_FILES = (Path("/oem/cos/upgrade.conf"), Path("/etc/cos/upgrade.conf"))
@@ -194,13 +169,6 @@ def check_space(root: Path, needed: int) -> None:
             f"COS_STATE: not enough space for the new system: needed {needed // MiB} MiB, "
             f"available {available // MiB} MiB"
         )
-
-
-def run_hook(stage: str, progress: Progress) -> None:
-    if shutil.which("cos-cloud-config") is None:
-        return
-    progress.stage(f"running the {stage} stage")
-    run(["cos-cloud-config", stage], what=f"the {stage} stage")
 
 
 @dataclass
@@ -331,7 +299,7 @@ def upgrade(
                     f"{plan.download_bytes / MiB:.1f} MiB, and make it active; slot "
                     f"{pointer.active} would be passive"
                 )
-            run_hook("before-upgrade", progress)
+            run_stage("before-upgrade", progress)
             try:
                 records = write_slot(plan, root, name, size, progress, running, start)
                 write_json(slots.layers_path(root, name), {"layers": records})
@@ -353,7 +321,7 @@ def upgrade(
                 image=plan.reference, digest=plan.digest,
                 pulled=f"{pulled} of {plan.download_bytes} bytes",
             )  # fmt: skip
-        run_hook("after-upgrade", progress)
+        run_stage("after-upgrade", progress)
     return (
         f"slot {name} holds {plan.repository}@{plan.digest} (pulled {pulled / MiB:.1f} of "
         f"{plan.download_bytes / MiB:.1f} MiB) and boots next, as a trial: it falls back to "
