@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cos import osrelease
 from cos.layout import MiB, Partition, disk_mib, layout, partition_table, slot_size_mib
 from toolkit.arch import Arch
 from toolkit.grub import build_efi_binary, new_grubenv
@@ -97,7 +98,7 @@ FIRST_ACTIVE, FIRST_PASSIVE = "2", "1"  # slot generations of a fresh disk
 def system_info(rootfs: Path, epoch: int, oci_layout: Path | None, source: str) -> dict:
     """What a slot made from this build holds (cOS/slots/N.json), and the recovery image
     (cOS/recovery.json) and the installer ISO's system (cOS/system.json) too."""
-    release = read_os_release(rootfs)
+    release = osrelease.read(rootfs)
     info = {
         "flavor": release.get("VARIANT_ID", ""),
         "version": release.get("IMAGE_VERSION", ""),
@@ -163,16 +164,6 @@ def layer_paths(oci_layout: Path, digests: list[str]) -> list[dict]:
             records.append({"digest": digest, "added_only": added_only, "paths": paths})
         below.update(paths)
     return records
-
-
-def read_os_release(rootfs: Path) -> dict[str, str]:
-    path = rootfs / "usr/lib/os-release"
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        key, sep, value = line.partition("=")
-        if sep and not key.startswith("#"):
-            values[key] = value.strip().strip('"')
-    return values
 
 
 def build_disk(
