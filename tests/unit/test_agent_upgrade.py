@@ -142,6 +142,19 @@ def grubenv(esp: Path) -> dict:
     return dict(line.split("=", 1) for line in out.split())
 
 
+@contextmanager
+def slot_contents(state: Path, name: str, tmp_path: Path):
+    """Slot `name`'s file system, loop-mounted read-only for the test to look into."""
+    mnt = tmp_path / f"slot-{name}"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop,ro", str(slots.image_path(state, name)), str(mnt)],
+                   check=True)  # fmt: skip
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 def silent() -> upgrade.Progress:
     return Progress(stream=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -161,19 +174,13 @@ def test_upgrade_writes_a_slot_switches_and_arms_its_trial(machine, published, t
     assert info["digest"] == registry.resolve_digest(published["signed"])
     assert slots.history(machine)["last_upgrade"]["to_slot"] == "3"
     # The slot is an ext4 image holding the layer as written: owners, modes, capability.
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop,ro", str(slots.image_path(machine, "3")), str(mnt)],
-                   check=True)  # fmt: skip
-    try:
+    with slot_contents(machine, "3", tmp_path) as mnt:
         ping = mnt / "usr/bin/ping"
         assert os.getxattr(ping, "security.capability") == CAPABILITY
         assert ping.stat().st_mode & 0o7777 == 0o4755
         release = (mnt / "etc/os-release").stat()
         assert (release.st_uid, release.st_gid) == (123, 456)
         assert os.readlink(mnt / "usr/bin/sh-link") == "ping"
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.mark.parametrize(
@@ -418,15 +425,9 @@ def test_an_image_that_extends_the_running_one_pulls_only_its_new_layer(
     assert "slot 4 holds" in message and "(pulled 0.0 of 0.3 MiB)" in message
     pulled, _, total = slots.history(machine)["last_upgrade"]["pulled"].partition(" of ")
     assert int(pulled) < 1024 < int(total.split()[0])
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop,ro", str(slots.image_path(machine, "4")), str(mnt)],
-                   check=True)  # fmt: skip
-    try:
+    with slot_contents(machine, "4", tmp_path) as mnt:
         assert (mnt / "etc/extra").read_text() == "from the new layer\n"
         assert os.getxattr(mnt / "usr/bin/ping", "security.capability") == CAPABILITY
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
     assert slots.slot_info(machine, "4")["layers"][0] == base["digest"]
 
 
@@ -469,14 +470,8 @@ def test_an_image_that_shares_only_the_base_layer_pulls_the_rest(
     upgrade.upgrade(push_signed(b, repository, "b").reference, progress=silent())  # slot 4
     pulled = int(slots.history(machine)["last_upgrade"]["pulled"].split()[0])
     assert (pulled < base["size"]) == reused
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop,ro", str(slots.image_path(machine, "4")), str(mnt)],
-                   check=True)  # fmt: skip
-    try:
+    with slot_contents(machine, "4", tmp_path) as mnt:
         assert (mnt / "etc/feature-b").read_text() == "b\n"
         assert not (mnt / "etc/feature-a").exists()
         assert (mnt / "etc/os-release").read_text().startswith("VARIANT_ID=test")
         assert os.getxattr(mnt / "usr/bin/ping", "security.capability") == CAPABILITY
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
