@@ -110,7 +110,7 @@ def push(c, flavor=None, arch=None, port=5000, test_images=False):
 
 @task(
     help={
-        "flavor": "flavor to test",
+        "flavor": "flavor to test, or all (every flavor under images/)",
         "arch": "x86_64, aarch64 or all (default: host)",
         "unit": "unit tests only (no VM)",
         "k": "pytest -k expression",

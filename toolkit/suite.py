@@ -15,7 +15,7 @@ from pathlib import Path
 
 from toolkit import paths
 from toolkit.arch import resolve_arches
-from toolkit.flavors import load_flavor
+from toolkit.flavors import flavor_names, load_flavor
 
 NO_TESTS = 5  # pytest's exit code when it collected or selected no test
 
@@ -54,19 +54,22 @@ def run_tests(
     pytest exit code, or NO_TESTS when the only fault is a suite that ran nothing.
     A failing unit suite stops the run before any image is built."""
     root = paths.REPO_ROOT if root is None else root
-    flavor_obj = load_flavor(flavor)  # bad names fail before anything runs
-    arches = resolve_arches(arch, flavor_obj.architectures)
+    # 'all' means every flavor; bad flavor or arch names fail before anything runs.
+    names = flavor_names() if flavor == "all" else [flavor]
+    targets = [
+        (f, a) for f in map(load_flavor, names) for a in resolve_arches(arch, f.architectures)
+    ]
     reports = paths.build_dir() / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     selection = ["-k", keyword] if keyword else []
     # Unit tests use the real tools too (apt, gpg, mkfs, skopeo, grub-editenv, ...).
-    prepare_host(tuple(a.name for a in arches))
+    prepare_host(tuple(dict.fromkeys(a.name for _, a in targets)))
     unit_args = ["tests/unit", "-q", "--timeout=300", f"--junitxml={reports}/unit.xml"]
     results = [("the unit suite", unit_args + selection, pytest(unit_args + selection, root))]
     if unit_only or results[0][2] not in (0, NO_TESTS):
         return _verdict(results, log)
     marks = "vm or image" if slow else "(vm or image) and not slow"
-    for a in arches:
+    for flavor_obj, a in targets:
         build(flavor_obj.name, a.name)
         args = [
             "tests/e2e",

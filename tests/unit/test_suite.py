@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.arch import host_arch
+from toolkit.flavors import flavor_names, load_flavor
 from toolkit.suite import NO_TESTS, run_tests
 
 UNIT = """
@@ -40,10 +41,17 @@ class Run:
             (self.root / "tests" / folder / f"test_{folder}.py").write_text(text)
         return self
 
-    def __call__(self, keyword: str | None = None, unit_only: bool = False, slow=False) -> int:
+    def __call__(
+        self,
+        keyword: str | None = None,
+        unit_only: bool = False,
+        slow=False,
+        flavor=None,
+        arch=None,
+    ) -> int:
         return run_tests(
-            None,
-            None,
+            flavor,
+            arch,
             unit_only=unit_only,
             keyword=keyword,
             workers=1,
@@ -65,6 +73,16 @@ def test_both_suites_pass(run):
     assert run.prepared == [(host_arch(),)]
     assert run.built == [("debian-trixie", host_arch())]
     assert run.messages == []
+
+
+def test_all_flavors_and_arches_run_each_pair_once(run):
+    """`--flavor all --arch all`, as a maintainer runs the whole matrix: every flavor
+    under images/ is built and tested for each of its arches; the host is set up once."""
+    assert run.tree()(flavor="all", arch="all") == 0
+    expected = [(f, a) for f in flavor_names() for a in load_flavor(f).architectures]
+    assert run.built == expected
+    assert len({f for f, _ in expected}) > 1  # the repository has more than one flavor
+    assert run.prepared == [tuple(dict.fromkeys(a for _, a in expected))]
 
 
 def test_a_failing_vm_suite_fails_the_run(run):
