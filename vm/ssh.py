@@ -14,6 +14,7 @@ import paramiko
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 CONNECT_SECONDS = 10.0
+EOF_GRACE_SECONDS = 5.0
 BANNER_PREFIX = b"SSH-"
 
 
@@ -79,14 +80,24 @@ def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResu
     try:
         channel.exec_command(command)
         deadline = time.monotonic() + timeout
+        exited_at = None
         while True:
             if channel.recv_ready():
                 out += channel.recv(65536)
             elif channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
-            elif channel.exit_status_ready() or channel.closed:
-                # The exit status comes after all output: what is buffered is all there is.
-                break
+            elif channel.closed or (channel.eof_received and channel.exit_status_ready()):
+                break  # EOF comes after the last output: all of it is buffered
+            elif channel.exit_status_ready():
+                # The exit status can come before the last output (sshd reports the exit
+                # when it happens), or in the same read as it, just after recv_ready() above
+                # said no: stopping at the status lost output (`cat` of a file printed
+                # nothing once). Read on until EOF; a background process that keeps the
+                # output open gets a short grace, as it would not with ssh(1).
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at > EOF_GRACE_SECONDS:
+                    break
+                time.sleep(0.01)
             elif time.monotonic() > deadline:
                 raise TimeoutError(
                     f"command {command!r} did not finish within {timeout:.0f} s; output so far:\n"
@@ -95,6 +106,11 @@ def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResu
             else:
                 time.sleep(0.01)
         rc = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        # What arrived between the last read and EOF.
+        while channel.recv_ready():
+            out += channel.recv(65536)
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
     finally:
         channel.close()
     return CommandResult(command, rc, out.decode(errors="replace"), err.decode(errors="replace"))
