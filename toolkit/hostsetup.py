@@ -47,6 +47,8 @@ APT_PACKAGES = [
     "umoci",
     "netcat-openbsd",
     "openssl",
+    # htpasswd: the authenticated registry in the push tests
+    "apache2-utils",
     # `invoke vm.ssh` and the kept-machine scenario run the ssh client
     "openssh-client",
 ]

@@ -48,10 +48,17 @@ REGISTRY_BINARY = "docker-registry"
 # ---------------------------------------------------------------- client
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            yield chunk
+class _FileChunks:
+    """A file's bytes, read anew each time it is iterated: a request that a registry's
+    auth challenge sends back is sent again with the whole body."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
 
 
 def _push_blob(host: str, repo: str, content: bytes | Path, digest: str | None = None) -> str:
@@ -60,7 +67,7 @@ def _push_blob(host: str, repo: str, content: bytes | Path, digest: str | None =
     if isinstance(content, Path):
         if digest is None:
             raise TypeError("_push_blob: a file's digest comes from the manifest naming it")
-        body: bytes | Iterator[bytes] = _file_chunks(content)  # never held in memory
+        body: bytes | _FileChunks = _FileChunks(content)  # never held in memory
         size = content.stat().st_size
     else:
         digest, body, size = digest or oci.digest_of(content), content, len(content)
@@ -180,6 +187,8 @@ def _answers(address: str) -> bool:
     try:
         with opener.open(f"http://{address}/v2/", timeout=2) as response:
             return response.status == 200
+    except urllib.error.HTTPError as e:
+        return e.code == 401  # a registry with auth answers with its challenge
     except (OSError, urllib.error.URLError):
         return False
 
@@ -200,9 +209,12 @@ def _running(storage: Path) -> tuple[int, int] | None:
     return (pid, port) if _alive(pid, storage / "config.yml") else None
 
 
-def _config(storage: Path, port: int) -> str:
-    # JSON strings are valid YAML scalars: safe for any path.
-    return f"""version: 0.1
+def _config(storage: Path, port: int, auth: dict | None) -> str:
+    # JSON is valid YAML: safe for any path, and for the auth section as given.
+    auth_section = f"auth: {json.dumps(auth)}\n" if auth else ""
+    return (
+        auth_section
+        + f"""version: 0.1
 log:
   level: warn
   accesslog:
@@ -216,25 +228,34 @@ http:
   addr: 127.0.0.1:{port}
   secret: cos-local-registry
 """
+    )
 
 
 def start_registry(
-    storage_dir: Path | None = None, port: int = 5000, log: Callable[[str], None] = print
+    storage_dir: Path | None = None,
+    port: int = 5000,
+    log: Callable[[str], None] = print,
+    auth: dict | None = None,
 ) -> str:
-    """Run docker-registry on 127.0.0.1:port (reusing one already running); its address."""
+    """Run docker-registry on 127.0.0.1:port (reusing one already running with the same
+    configuration); its address. `auth` is the configuration's `auth` section, e.g.
+    {"htpasswd": {"realm": ..., "path": ...}} or {"token": {"realm": ..., ...}}."""
     storage = _storage(storage_dir)
     address = f"127.0.0.1:{port}"
     running = _running(storage)
+    wanted = _config(storage, port, auth)
     if running:
         if running[1] != port:
             raise CosError(
                 f"the registry for {storage} already runs on port {running[1]}, not {port}; "
                 "stop it first"
             )
-        if _answers(address):
+        if (storage / "config.yml").read_text() != wanted:
+            log(f"registry: restarting pid {running[0]} with another auth configuration")
+        elif _answers(address):
             log(f"registry: already running at {address} (pid {running[0]})")
             return address
-        stop_registry(storage, log)  # alive but deaf: start afresh
+        stop_registry(storage, log)  # reconfigured, or alive but deaf: start afresh
     binary = shutil.which(REGISTRY_BINARY)
     if binary is None:
         raise CosError(f"{REGISTRY_BINARY} not found: apt-get install docker-registry")
@@ -242,7 +263,7 @@ def start_registry(
         raise CosError(f"port {port} on 127.0.0.1 is taken by another program; choose another port")
     storage.mkdir(parents=True, exist_ok=True)
     config = storage / "config.yml"
-    config.write_text(_config(storage, port))
+    config.write_text(wanted)
     log_path = storage / "registry.log"
     with log_path.open("ab") as log_file:
         # Own session: the registry outlives this command and ignores its Ctrl-C.

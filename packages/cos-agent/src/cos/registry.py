@@ -5,12 +5,14 @@ the host toolkit's push and checks use the same code."""
 
 import hashlib
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
 from cos import oci
+from cos.auth import Authenticator
 from cos.errors import CosError
 from cos.signature import repository_of
 
@@ -20,6 +22,9 @@ CHUNK = 1 << 20
 TIMEOUT = 60  # seconds per socket operation, not per request
 # Never send registry traffic through a proxy from the environment.
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# What each registry asked for and the tokens it accepted, for this process's requests.
+authenticator = Authenticator(opener, TIMEOUT)
+_REPOSITORY_IN_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")
 
 
 def parse_reference(reference: str) -> tuple[str, str, str]:
@@ -53,18 +58,37 @@ def _describe_http_error(e: urllib.error.HTTPError) -> str:
     return f"HTTP {e.code} {e.reason}: {detail}"
 
 
+def _repository_in(url: str) -> str:
+    match = _REPOSITORY_IN_PATH.match(urllib.parse.urlsplit(url).path)
+    return match[1] if match else ""
+
+
 def open_url(method: str, url: str, host: str, *, body=None, headers=None, missing_ok=False):
     """An open response (the caller reads and closes it), or None for a 404 when
-    missing_ok. Any other failure is a CosError naming the request."""
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        return opener.open(request, timeout=TIMEOUT)
-    except urllib.error.HTTPError as e:
-        if missing_ok and e.code == 404:
-            return None
-        raise CosError(f"{method} {url}: {_describe_http_error(e)}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
-        raise CosError(f"registry at {host} is not answering: {e}") from None
+    missing_ok. A 401 is answered as its challenge asks (cos.auth) and the request sent
+    again; a body must therefore be bytes or re-iterable. Any other failure is a CosError
+    naming the request."""
+    repository = _repository_in(url)
+    for _ in range(3):  # anonymous, then a token for the scope, then one for a wider scope
+        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        sent = authenticator.header(host, repository)
+        if sent:
+            # Not passed on by a redirect: blob storage elsewhere has its own signed URL.
+            request.add_unredirected_header("Authorization", sent)
+        try:
+            return opener.open(request, timeout=TIMEOUT)
+        except urllib.error.HTTPError as e:
+            if e.code == 401:
+                challenge = e.headers.get("WWW-Authenticate")
+                e.close()
+                authenticator.answer(host, repository, challenge, sent)
+                continue
+            if missing_ok and e.code == 404:
+                return None
+            raise CosError(f"{method} {url}: {_describe_http_error(e)}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+            raise CosError(f"registry at {host} is not answering: {e}") from None
+    raise CosError(f"{method} {url}: registry {host} keeps answering 401 Unauthorized")
 
 
 def call(method: str, url: str, host: str, *, body=None, headers=None, missing_ok=False):
