@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from toolkit import cosign, oci, paths
+from toolkit import cosign, derivative, oci, paths
 from toolkit.arch import Arch
 from toolkit.cache import StageCache, StageResult, call_with_outputs, code_files
 from toolkit.disk import make_disk_images, make_slot_image
 from toolkit.errors import CosError
-from toolkit.flavors import Flavor
+from toolkit.flavors import Flavor, load_flavor
 from toolkit.iso import build_iso
 from toolkit.recovery import make_recovery_image
 from toolkit.reproducible import source_date_epoch
@@ -48,6 +48,9 @@ class ImageBuild:
         self.installer_iso = self.folder / "installer.iso"
         self.oci_layout = self.folder / "oci"
         self.oci_archive = self.folder / "image.oci.tar"
+        # a Containerfile flavor's: the layers buildah added, what finishing changed
+        self.added_layers = self.folder / "added-layers"
+        self.finish_layer = self.folder / "finish-layer.tar"
 
 
 def image_folder(flavor: str, arch: str) -> Path:
@@ -84,35 +87,49 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
         return result
 
     _private, image_key = cosign.ensure_keypair()
-    rootfs = stage(
-        "rootfs",
-        {
-            "builder": BUILDER_VERSION,
-            "arch": arch.name,
-            "suite": flavor.suite,
-            "packages": flavor.packages_for(arch.name),
-            "mirror": mirror(),
-            "flavor_files": flavor.files,
-            "overlays": flavor.overlays,
-            "cloud_configs": flavor.cloud_configs,
-            "persistent": flavor.persistent_paths,
-            "version": flavor.version,
-            "repo": repo.inputs_hash,
-            "image_key": image_key,
-        },
-        [image.rootfs],
-        partial(
-            make_rootfs,
-            flavor,
-            arch,
-            repo.repo_dir,
-            repo.keyring,
-            repo.inputs_hash[:12],
-            image_key,
+    if flavor.containerfile is None:
+        rootfs = stage(
+            "rootfs",
+            {
+                "builder": BUILDER_VERSION,
+                "arch": arch.name,
+                "suite": flavor.suite,
+                "packages": flavor.packages_for(arch.name),
+                "mirror": mirror(),
+                "flavor_files": flavor.files,
+                "overlays": flavor.overlays,
+                "cloud_configs": flavor.cloud_configs,
+                "persistent": flavor.persistent_paths,
+                "version": flavor.version,
+                "repo": repo.inputs_hash,
+                "image_key": image_key,
+            },
+            [image.rootfs],
+            partial(
+                make_rootfs,
+                flavor,
+                arch,
+                repo.repo_dir,
+                repo.keyring,
+                repo.inputs_hash[:12],
+                image_key,
+                image.rootfs,
+                log=log,
+            ),
+        )
+        write_oci = partial(
+            oci.write_image,
             image.rootfs,
+            image.oci_layout,
+            image.oci_archive,
+            arch_oci=arch.oci,
+            epoch=epoch,
+            project_packages=set(repo.built + repo.reused),
             log=log,
-        ),
-    )
+        )
+    else:
+        parent = build_image(load_flavor(flavor.parent), arch, repo, log)
+        rootfs, write_oci = derived_stages(image, parent, stage, image_key, epoch, log)
     system = stage(
         "system-image",
         {"rootfs": rootfs.key, "epoch": epoch},
@@ -132,17 +149,7 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
         "oci",
         {"rootfs": rootfs.key, "labels": labels, "epoch": epoch},
         [image.oci_layout, image.oci_archive],
-        partial(
-            oci.write_image,
-            image.rootfs,
-            image.oci_layout,
-            image.oci_archive,
-            arch_oci=arch.oci,
-            labels=labels,
-            epoch=epoch,
-            project_packages=set(repo.built + repo.reused),
-            log=log,
-        ),
+        partial(write_oci.func, *write_oci.args, **write_oci.keywords, labels=labels),
     )
     stage(
         "disk",
@@ -178,6 +185,75 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
     return image
 
 
+def derived_stages(
+    image: ImageBuild, parent: ImageBuild, stage, image_key: Path, epoch: int, log=print
+) -> tuple[StageResult, partial]:
+    """A Containerfile flavor's own stages (toolkit.derivative) on top of its parent's
+    build: the rootfs stage's result, and the writer of its OCI image (the parent's
+    layers shared, the added and finishing layers on top)."""
+    flavor, arch = image.flavor, image.arch
+    parent_oci = next(s for s in parent.stages if s.name == "oci")
+    parent_rootfs = next(s for s in parent.stages if s.name == "rootfs")
+    added = stage(
+        "containerfile",
+        {
+            "parent": parent_oci.key,
+            "context": flavor.folder,  # the Containerfile and what it copies
+            "arch": arch.name,
+            "version": flavor.version,
+            "epoch": epoch,
+        },
+        [image.added_layers],
+        partial(
+            derivative.build_containerfile,
+            flavor,
+            arch,
+            parent.flavor.version,
+            parent.oci_archive,
+            parent.oci_layout,
+            image.added_layers,
+            epoch,
+            log=log,
+        ),
+    )
+    rootfs = stage(
+        "rootfs",
+        {
+            "builder": BUILDER_VERSION,
+            "parent": parent_rootfs.key,
+            "added": added.key,
+            "flavor_files": flavor.files,
+            "persistent": flavor.persistent_paths,
+            "image_key": image_key,
+        },
+        [image.rootfs, image.finish_layer],
+        partial(
+            derivative.make_derived_rootfs,
+            flavor,
+            arch,
+            parent.rootfs,
+            image.added_layers,
+            image_key,
+            added.key[:12],
+            epoch,
+            image.rootfs,
+            image.finish_layer,
+            log=log,
+        ),
+    )
+    write_oci = partial(
+        derivative.write_derived_oci,
+        parent.oci_layout,
+        image.added_layers,
+        image.finish_layer,
+        image.oci_layout,
+        image.oci_archive,
+        epoch=epoch,
+        log=log,
+    )
+    return rootfs, write_oci
+
+
 def oci_labels(image: ImageBuild) -> dict[str, str]:
     flavor = image.flavor
     labels = {
@@ -201,7 +277,6 @@ def oci_labels(image: ImageBuild) -> dict[str, str]:
 def build(flavor_name: str | None, arch_name: str | None, log=print) -> list[ImageBuild]:
     """Packages, then every requested arch of the flavor; a multi-arch index when both."""
     from toolkit.arch import resolve_arches
-    from toolkit.flavors import load_flavor
     from toolkit.packages import build_repository
 
     flavor = load_flavor(flavor_name)

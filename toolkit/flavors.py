@@ -26,6 +26,10 @@ FIELDS = {
 }
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 DEFAULT_PERSISTENT_PATHS = ["/etc/ssh/keys", "/var/lib/cos", "/root", "/home", "/var/log"]
+CONTAINERFILE = "Containerfile"
+# A Containerfile flavor takes these from flavor.yaml; the rest it gets from its parent's
+# image and changes in the Containerfile (packages by RUN, files by COPY).
+CONTAINERFILE_FIELDS = {"name", "description", "parent", "version", "architectures"}
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,14 @@ class Flavor:
     components: list[str]
     parent: str | None = None
     files: list[Path] = field(default_factory=list)  # every flavor.yaml that went into this one
+    containerfile: Path | None = None  # built FROM the parent's image with buildah
 
     def packages_for(self, arch: str) -> list[str]:
         return [self.kernel[arch], *self.packages]
+
+    @property
+    def folder(self) -> Path:
+        return self.files[-1].parent
 
 
 def flavor_names(images_dir: Path | None = None) -> list[str]:
@@ -70,6 +79,16 @@ def load_flavor(
     if declared != name:
         f.fail("name", f"is {declared!r} but the folder is {name!r}; they must match")
     parent_name = f.string("parent", None)
+    containerfile = folder / CONTAINERFILE
+    if containerfile.is_file():
+        if parent_name is None:
+            f.fail("parent", f"is required beside {containerfile}: the flavor it builds FROM")
+        for key in sorted(set(f.data) - CONTAINERFILE_FIELDS):
+            f.fail(
+                key,
+                f"is not taken beside {containerfile} (it installs packages with RUN and "
+                f"adds files with COPY); fields: {', '.join(sorted(CONTAINERFILE_FIELDS))}",
+            )
     parent = load_flavor(parent_name, root, (*_seen, name)) if parent_name else None
 
     def inherited(key, reader, default):
@@ -86,6 +105,12 @@ def load_flavor(
     for arch in arches:
         if arch not in kernel:
             f.fail("kernel", f"names no kernel package for arch {arch!r}")
+    if containerfile.is_file() and parent is not None:
+        for index, arch in enumerate(arches):
+            if arch not in parent.architectures:
+                f.fail(f"architectures[{index}]", f"{arch}: the parent {parent.name} has no {arch}")
+    # A Containerfile flavor's folder is its build context: what it holds goes in by COPY.
+    own_files = not containerfile.is_file()
     overlay = folder / f.string("overlay", "overlay")
     cloud_config = folder / f.string("cloud_config", "cloud-config.yaml")
     for key, p in (("cloud_config", cloud_config),):
@@ -103,14 +128,18 @@ def load_flavor(
         architectures=arches,
         kernel=kernel,
         packages=[*(parent.packages if parent else []), *f.string_list("packages", [])],
-        overlays=[*(parent.overlays if parent else []), *([overlay] if overlay.is_dir() else [])],
+        overlays=[
+            *(parent.overlays if parent else []),
+            *([overlay] if own_files and overlay.is_dir() else []),
+        ],
         cloud_configs=[
             *(parent.cloud_configs if parent else []),
-            *([cloud_config] if cloud_config.is_file() else []),
+            *([cloud_config] if own_files and cloud_config.is_file() else []),
         ],
         version=version,
         persistent_paths=inherited("persistent_paths", f.string_list, DEFAULT_PERSISTENT_PATHS),
         components=inherited("components", f.string_list, ["main"]),
         parent=parent_name,
         files=[*(parent.files if parent else []), path],
+        containerfile=containerfile if containerfile.is_file() else None,
     )

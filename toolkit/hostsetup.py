@@ -34,6 +34,8 @@ APT_PACKAGES = [
     "mtools",
     "squashfs-tools",
     "xorriso",
+    # Containerfile flavors (toolkit/derivative.py): `buildah bud --isolation chroot`
+    "buildah",
     "fdisk",
     "grub-common",
     "grub-efi-amd64-bin",

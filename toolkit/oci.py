@@ -361,13 +361,15 @@ def read_blob_json(layout_dir: Path, digest: str) -> dict:
 
 def read_oci_image(out_dir: Path) -> OciImage:
     """The OciImage of an earlier build_oci_image(out_dir) (for cached builds)."""
-    layout = Path(out_dir) / LAYOUT_NAME
+    return _image_of(Path(out_dir) / LAYOUT_NAME, Path(out_dir) / ARCHIVE_NAME)
+
+
+def _image_of(layout: Path, archive: Path) -> OciImage:
     top = top_descriptor(layout)
     if top.get("mediaType") != MEDIA_MANIFEST:
         raise CosError(f"{layout}: holds {top.get('mediaType')}, not a single image")
     manifest = read_blob_json(layout, top["digest"])
     size = top["size"] + manifest["config"]["size"] + sum(x["size"] for x in manifest["layers"])
-    archive = Path(out_dir) / ARCHIVE_NAME
     return OciImage(layout, archive, top["digest"], manifest["config"]["digest"], size)
 
 
@@ -417,6 +419,64 @@ def build_index(images: dict[str, OciImage], out_dir: Path) -> Path:
     return layout
 
 
+@dataclass
+class NewLayer:
+    """A layer to put on a base image: a gzip tar blob and its uncompressed digest."""
+
+    blob: Path
+    diff_id: str
+    created_by: str
+
+
+def gzip_layer(tar: Path, dest_dir: Path, created_by: str) -> NewLayer:
+    """`tar` compressed (as build_oci_image compresses) into dest_dir/<digest>."""
+    partial = dest_dir / ".layer.partial"
+    with tar.open("rb") as src, partial.open("wb") as dst:
+        diff_id, digest, _size = gzip_stream(src, dst)
+    blob = dest_dir / digest.partition(":")[2]
+    os.rename(partial, blob)
+    return NewLayer(blob, diff_id, created_by)
+
+
+def _stack(
+    base_layout: Path,
+    tmp: Path,
+    layers: list[NewLayer],
+    labels: dict[str, str],
+    epoch: int,
+    container_config: dict | None = None,
+) -> dict:
+    """Write into the fresh layout `tmp` the base image plus `layers` on top: the base
+    layers are shared as they are (hard links), `container_config` (Env, Cmd, ...) replaces
+    the base's when given, `labels` are merged in. Returns the manifest descriptor."""
+    top = top_descriptor(base_layout)
+    manifest = read_blob_json(base_layout, top["digest"])
+    config = read_blob_json(base_layout, manifest["config"]["digest"])
+    for layer in manifest["layers"]:
+        _link_or_copy(blob_path(base_layout, layer["digest"]), blob_path(tmp, layer["digest"]))
+    if container_config is not None:
+        config["config"] = dict(container_config)
+    config["config"]["Labels"] = {**(config["config"].get("Labels") or {}), **labels}
+    descriptors = []
+    for layer in layers:
+        digest = "sha256:" + hashlib.sha256(layer.blob.read_bytes()).hexdigest()
+        _link_or_copy(layer.blob, blob_path(tmp, digest))
+        descriptors.append(
+            {"mediaType": MEDIA_LAYER, "digest": digest, "size": layer.blob.stat().st_size}
+        )
+        config["rootfs"]["diff_ids"].append(layer.diff_id)
+        config["history"].append({"created": created_time(epoch), "created_by": layer.created_by})
+    config["created"] = created_time(epoch)
+    config_desc = _write_blob(tmp, _json_bytes(config), MEDIA_CONFIG)
+    derived = {**manifest, "config": config_desc, "layers": [*manifest["layers"], *descriptors]}
+    manifest_desc = _write_blob(tmp, _json_bytes(derived), MEDIA_MANIFEST)
+    name = config["config"]["Labels"].get("org.opencontainers.image.version", "latest")
+    _write_layout_frame(
+        tmp, {**manifest_desc, "platform": top["platform"], "annotations": {REF_NAME: name}}
+    )
+    return manifest_desc
+
+
 def derive_image(
     base_layout: Path,
     out_dir: Path,
@@ -429,35 +489,50 @@ def derive_image(
     (content, mode), or None: a whiteout that deletes the path), with `labels` merged
     into the config. As `FROM base` plus `COPY` would make it: the base layers are shared
     as they are, so a pull of the derived image by a machine that has the base is small."""
-    top = top_descriptor(base_layout)
-    manifest = read_blob_json(base_layout, top["digest"])
-    config = read_blob_json(base_layout, manifest["config"]["digest"])
     tmp = _fresh_tmp_layout(Path(out_dir))
-    for layer in manifest["layers"]:
-        _link_or_copy(blob_path(base_layout, layer["digest"]), blob_path(tmp, layer["digest"]))
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    raw = tmp / "layer.tar"
+    with tarfile.open(raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, entry in sorted(files.items()):
             folder, name = os.path.split(path.strip("/"))
             content, mode = entry or (b"", 0o644)
             info = tarfile.TarInfo(os.path.join(folder, name if entry else f".wh.{name}"))
             info.mtime, info.mode, info.size = epoch, mode, len(content)
             tar.addfile(info, io.BytesIO(content))
-    partial = tmp / "blobs" / "sha256" / ".layer.partial"
-    with partial.open("wb") as dst:
-        diff_id, layer_digest, layer_size = gzip_stream(io.BytesIO(raw.getvalue()), dst)
-    os.rename(partial, blob_path(tmp, layer_digest))
-    config["config"]["Labels"] = {**config["config"].get("Labels", {}), **labels}
-    config["rootfs"]["diff_ids"].append(diff_id)
-    config["history"].append({"created": created_time(epoch), "created_by": "derive_image"})
-    config_desc = _write_blob(tmp, _json_bytes(config), MEDIA_CONFIG)
-    layer = {"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": layer_size}
-    derived = {**manifest, "config": config_desc, "layers": [*manifest["layers"], layer]}
-    manifest_desc = _write_blob(tmp, _json_bytes(derived), MEDIA_MANIFEST)
-    name = config["config"]["Labels"].get("org.opencontainers.image.version", "latest")
-    _write_layout_frame(
-        tmp, {**manifest_desc, "platform": top["platform"], "annotations": {REF_NAME: name}}
-    )
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        layer = gzip_layer(raw, Path(scratch), "derive_image")
+        raw.unlink()
+        _stack(base_layout, tmp, [layer], labels, epoch)
     layout = Path(out_dir) / LAYOUT_NAME
     _replace(tmp, layout)
     return layout
+
+
+def write_derived_image(
+    base_layout: Path,
+    layout: Path,
+    archive: Path,
+    layers: list[NewLayer],
+    *,
+    labels: dict[str, str],
+    epoch: int,
+    container_config: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> OciImage:
+    """The base image plus `layers` as a layout folder and an archive at the given paths
+    (as write_image writes a flavor's image)."""
+    staging = layout.with_name(layout.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        tmp = _fresh_tmp_layout(staging)
+        manifest_desc = _stack(base_layout, tmp, layers, labels, epoch, container_config)
+        layout_dir, built_archive = _finish(tmp, staging)
+        layout_dir.rename(layout)
+        built_archive.rename(archive)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    sizes = [layer.blob.stat().st_size for layer in layers]
+    log(
+        f"oci: image {manifest_desc['digest'][:19]}: the base's layers plus "
+        f"{' + '.join(f'{n / 1e6:.2f}' for n in sizes)} MB -> {archive}"
+    )
+    return _image_of(layout, archive)

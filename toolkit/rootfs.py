@@ -131,6 +131,18 @@ def mmdebstrap_command(
     ]
 
 
+def write_if_changed(path: Path, content: str | bytes) -> bool:
+    """Write `path` unless it holds `content` already (a derivative's finishing layer then
+    carries only what changed); True when it wrote."""
+    data = content.encode() if isinstance(content, str) else content
+    if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
+        return False
+    if path.is_symlink():
+        path.unlink()
+    path.write_bytes(data)
+    return True
+
+
 def os_release(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
     """Name the flavor and version in os-release, keeping Debian's own fields."""
     path = rootfs / "usr/lib/os-release"
@@ -151,7 +163,7 @@ def os_release(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
         }
     )
     escape = str.maketrans({c: "\\" + c for c in '"\\$`'})
-    path.write_text("".join(f'{k}="{v.translate(escape)}"\n' for k, v in fields.items()))
+    write_if_changed(path, "".join(f'{k}="{v.translate(escape)}"\n' for k, v in fields.items()))
 
 
 def finish(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
@@ -162,14 +174,22 @@ def finish(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
     oem.mkdir(parents=True, exist_ok=True)
     for index, config in enumerate(flavor.cloud_configs):
         shutil.copy(config, oem / f"5{index}-{config.parent.name}.yaml")
+    seal(rootfs, flavor, arch, build_id)
+
+
+def seal(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
+    """What every image gets last, a derivative's too: the flavor's name and persistent
+    paths, defaults, and no machine identity (a RUN step may have made one)."""
     (rootfs / "etc/cos").mkdir(parents=True, exist_ok=True)
-    (rootfs / "etc/cos/persistent-paths").write_text("\n".join(flavor.persistent_paths) + "\n")
+    write_if_changed(rootfs / "etc/cos/persistent-paths", "\n".join(flavor.persistent_paths) + "\n")
     os_release(rootfs, flavor, arch, build_id)
-    (rootfs / "etc/hostname").write_text("cos\n")
-    (rootfs / "etc/fstab").write_text("# cOS: the initramfs mounts everything; see /etc/cos.\n")
+    write_if_changed(rootfs / "etc/hostname", "cos\n")
+    write_if_changed(
+        rootfs / "etc/fstab", "# cOS: the initramfs mounts everything; see /etc/cos.\n"
+    )
     (rootfs / "oem").mkdir(exist_ok=True)
     # Each machine makes its own identity on first boot.
-    (rootfs / "etc/machine-id").write_text("")
+    write_if_changed(rootfs / "etc/machine-id", "")
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -189,8 +209,8 @@ def mark_updated(rootfs: Path) -> None:
     usr_time = (rootfs / "usr").stat().st_mtime_ns
     for folder in ("etc", "var"):
         stamp = rootfs / folder / ".updated"
-        stamp.write_text(f"# cOS image build\nTIMESTAMP_NSEC={usr_time}\n")
-        os.utime(stamp, ns=(usr_time, usr_time))
+        if write_if_changed(stamp, f"# cOS image build\nTIMESTAMP_NSEC={usr_time}\n"):
+            os.utime(stamp, ns=(usr_time, usr_time))
 
 
 def kernel_version(rootfs: Path) -> str:
@@ -249,11 +269,18 @@ def make_rootfs(
     public key upgrades are checked against, and the initramfs."""
     build_rootfs(flavor, arch, repo_dir, keyring, target, log=log)
     finish(target, flavor, arch, build_id=build_id)
-    keys = target / "etc/cos/keys"
+    install_boot_files(target, image_key)
+
+
+def install_boot_files(rootfs: Path, image_key: Path) -> None:
+    """The public key upgrades are checked against, and the initramfs and /boot/vmlinuz of
+    the image's one kernel."""
+    keys = rootfs / "etc/cos/keys"
     keys.mkdir(parents=True, exist_ok=True)
-    shutil.copy(image_key, keys / "cos-image.pub")
-    version = kernel_version(target)
-    (target / "boot/initrd.img").write_bytes(build_initramfs(target, version))
-    vmlinuz = target / "boot/vmlinuz"
-    vmlinuz.unlink(missing_ok=True)
-    vmlinuz.symlink_to(f"vmlinuz-{version}")
+    write_if_changed(keys / "cos-image.pub", image_key.read_bytes())
+    version = kernel_version(rootfs)
+    write_if_changed(rootfs / "boot/initrd.img", build_initramfs(rootfs, version))
+    vmlinuz = rootfs / "boot/vmlinuz"
+    if not vmlinuz.is_symlink() or os.readlink(vmlinuz) != f"vmlinuz-{version}":
+        vmlinuz.unlink(missing_ok=True)
+        vmlinuz.symlink_to(f"vmlinuz-{version}")

@@ -1,0 +1,302 @@
+"""Containerfile flavors: FROM resolved to the parent's built image, bad Containerfiles and
+flavor.yaml files named with file and line, buildah's real build of a layer on a small
+base image (and a failing RUN reported with its line and output), and the check that a
+derivative still holds what a cOS system needs."""
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from toolkit import containerfile, derivative, oci
+from toolkit.arch import get_arch, host_arch
+from toolkit.errors import CosError
+from toolkit.flavors import load_flavor
+
+ARCHIVE = Path("/build/images/debian-trixie/x86_64/image.oci.tar")
+FLAVORS = ["debian-bookworm", "debian-trixie"]
+PARENT = """\
+name: base
+description: a parent
+suite: trixie
+version: 1.0.0
+architectures: [x86_64, aarch64]
+kernel: {x86_64: linux-image-cloud-amd64, aarch64: linux-image-cloud-arm64}
+packages: [cos-system]
+"""
+CHILD = """\
+name: child
+description: a derivative
+parent: base
+version: 2.0.0
+"""
+
+
+def resolve(text: str, path: Path = Path("images/child/Containerfile")) -> str:
+    parsed = containerfile.parse(path, text)
+    return containerfile.resolve(parsed, "debian-trixie", "0.1.0", FLAVORS, ARCHIVE)
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(CosError) as raised:
+        resolve(text)
+    return str(raised.value)
+
+
+def test_from_names_the_parent_built_image_and_lines_stay_where_they_were():
+    text = (
+        "# comment\n"
+        "FROM cos/debian-trixie\n"
+        "\n"
+        "RUN apt-get update \\\n"
+        "  # a comment inside\n"
+        " && apt-get install -y nginx\n"
+        "COPY page /var/www/\n"
+    )
+    resolved = resolve(text).splitlines()
+    assert resolved[1] == f"FROM oci-archive:{ARCHIVE}"
+    assert resolved[3:] == text.splitlines()[3:]
+    parsed = containerfile.parse(Path("Containerfile"), text)
+    assert [(i.line, i.keyword) for i in parsed.instructions] == [
+        (2, "FROM"),
+        (4, "RUN"),
+        (7, "COPY"),
+    ]
+    run = parsed.instructions[1]
+    assert run.arguments == "apt-get update  && apt-get install -y nginx"
+    # buildah prints the step with the continuation joined; it maps back to line 4
+    step = "RUN apt-get update && apt-get install -y nginx"
+    assert parsed.instruction_at_step(step) == run
+
+
+def test_tags_aliases_and_earlier_stages():
+    text = (
+        "FROM cos/debian-trixie:0.1.0 AS build\n"
+        "RUN echo built > /out\n"
+        "FROM \\\n  cos/debian-trixie:latest\n"
+        "COPY --from=build /out /out\n"
+        "COPY --from=0 /out /again\n"
+        "FROM build\n"
+    )
+    lines = resolve(text).splitlines()
+    assert lines[0] == f"FROM oci-archive:{ARCHIVE} AS build"
+    assert lines[2:4] == [f"FROM oci-archive:{ARCHIVE}", ""]
+    assert lines[6] == "FROM build"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "FROM debian:trixie\nRUN true\n",
+            r"Containerfile:1: FROM debian:trixie is not a cOS flavor image; a derivative "
+            r"starts FROM cos/<flavor> \(flavors: debian-bookworm, debian-trixie\)",
+        ),
+        ("FROM cos/debian-sid\n", r":1: FROM cos/debian-sid: no flavor 'debian-sid'"),
+        (
+            "\nFROM cos/debian-bookworm\n",
+            r":2: FROM cos/debian-bookworm: this flavor builds on debian-trixie",
+        ),
+        ("FROM cos/debian-trixie:9.9\n", r":1: .*version 0\.1\.0; name no tag, latest or 0\.1\.0"),
+        ("FROM --platform=linux/arm64 cos/debian-trixie\n", r":1: FROM --platform=linux/arm64"),
+        ("FROM cos/debian-trixie\nCOPY --from=nginx:latest /a /b\n", r":2: COPY --from=nginx"),
+        ("ARG BASE=cos/debian-trixie\nFROM $BASE\n", r":2: FROM \$BASE: name the flavor"),
+        ("RUN true\n", r"Containerfile:1: RUN: the first instruction must be FROM"),
+        ("# nothing\n\n", r"Containerfile: no instructions"),
+        ("FROM cos/debian-trixie AS\n", r":1: FROM cos/debian-trixie AS: expected FROM IMAGE"),
+    ],
+)
+def test_bad_containerfiles_are_refused_with_file_and_line(text, message):
+    import re
+
+    error = error_of(text)
+    assert "images/child/Containerfile" in error
+    assert re.search(message, error), error
+
+
+def test_a_containerfile_flavor_needs_a_parent_and_takes_only_its_fields(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base/flavor.yaml").write_text(PARENT)
+    (tmp_path / "child").mkdir()
+    (tmp_path / "child/Containerfile").write_text("FROM cos/base\n")
+    (tmp_path / "child/cloud-config.yaml").write_text("name: copied by the Containerfile\n")
+    (tmp_path / "child/flavor.yaml").write_text(CHILD)
+    child = load_flavor("child", tmp_path)
+    assert child.containerfile == tmp_path / "child/Containerfile"
+    assert child.parent == "base" and child.version == "2.0.0"
+    assert child.architectures == ["x86_64", "aarch64"] and child.suite == "trixie"
+    assert child.cloud_configs == [] and child.folder == tmp_path / "child"
+
+    (tmp_path / "child/flavor.yaml").write_text(CHILD.replace("parent: base\n", ""))
+    with pytest.raises(CosError, match=r"child/flavor.yaml: field 'parent': is required beside"):
+        load_flavor("child", tmp_path)
+    (tmp_path / "child/flavor.yaml").write_text(CHILD + "packages: [nginx]\n")
+    with pytest.raises(CosError, match=r"child/flavor.yaml: field 'packages': is not taken beside"):
+        load_flavor("child", tmp_path)
+    (tmp_path / "base/flavor.yaml").write_text(PARENT.replace(", aarch64]", "]"))
+    (tmp_path / "child/flavor.yaml").write_text(CHILD + "architectures: [aarch64]\n")
+    with pytest.raises(CosError, match=r"architectures\[0\]'?: aarch64: the parent base has no"):
+        load_flavor("child", tmp_path)
+
+
+def test_the_example_derivative_resolves_to_its_parent():
+    flavor = load_flavor("web-appliance")
+    assert flavor.containerfile is not None and flavor.parent == "debian-trixie"
+    parent = load_flavor(flavor.parent)
+    parsed = containerfile.parse(flavor.containerfile)
+    text = containerfile.resolve(parsed, parent.name, parent.version, FLAVORS, ARCHIVE)
+    assert f"FROM oci-archive:{ARCHIVE}" in text.splitlines()
+    assert any(i.keyword == "RUN" and "nginx" in i.arguments for i in parsed.instructions)
+
+
+def system_tree(root: Path, arch: str, kernels=("6.1.0-1",)) -> Path:
+    """A tree holding what check_system looks for, as dpkg would have installed it."""
+    packages = ["cos-agent", "cos-initramfs", "cos-grub", get_arch(arch).grub_efi_package]
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text(
+        "\n".join(f"Package: {p}\nStatus: install ok installed\n" for p in packages)
+    )
+    for _what, _package, path in derivative.REQUIRED:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("x")
+    for version in kernels:
+        (root / f"usr/lib/modules/{version}").mkdir(parents=True)
+        (root / "boot").mkdir(exist_ok=True)
+        (root / f"boot/vmlinuz-{version}").write_text("kernel")
+    return root
+
+
+def test_a_derivative_without_the_agent_or_a_kernel_is_refused(tmp_path):
+    arch = get_arch("x86_64")
+    root = system_tree(tmp_path / "ok", "x86_64")
+    derivative.check_system(root, "images/x/Containerfile", arch)
+
+    no_agent = system_tree(tmp_path / "no-agent", "x86_64")
+    status = no_agent / "var/lib/dpkg/status"
+    status.write_text(status.read_text().replace("Package: cos-agent\n", "Package: other\n"))
+    (no_agent / "usr/bin/cos").unlink()
+    with pytest.raises(CosError) as raised:
+        derivative.check_system(no_agent, "images/x/Containerfile", arch)
+    assert str(raised.value) == (
+        "images/x/Containerfile: the image lacks what a cOS system needs: "
+        "the agent (package cos-agent, /usr/bin/cos)"
+    )
+
+    no_kernel = system_tree(tmp_path / "no-kernel", "x86_64", kernels=())
+    (no_kernel / "usr/lib/modules/6.1.0-1").mkdir(parents=True)  # modules left, no image
+    with pytest.raises(CosError, match=r"Containerfile: the image lacks .*: a kernel \(/boot/"):
+        derivative.check_system(no_kernel, "images/x/Containerfile", arch)
+
+    two = system_tree(tmp_path / "two", "x86_64", kernels=("6.1.0-1", "6.12.0-2"))
+    with pytest.raises(CosError, match=r"has 2 kernels \(6.1.0-1, 6.12.0-2\)"):
+        derivative.check_system(two, "images/x/Containerfile", arch)
+
+
+def test_the_finishing_layer_holds_what_changed_and_whiteouts_for_what_went(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "etc/ssh/ssh_host_ed25519_key").write_text("a machine's key")
+    (root / "etc/keep").write_text("same")
+    (root / "old").mkdir()
+    (root / "old/inside").write_text("x")
+    before = derivative.snapshot(root)
+    (root / "etc/ssh/ssh_host_ed25519_key").unlink()
+    shutil.rmtree(root / "old")
+    (root / "etc/new").write_text("new")
+    changed, removed = derivative.changes(before, derivative.snapshot(root))
+    # etc/ssh changed too: a folder's mtime moves when an entry goes
+    assert changed == ["etc", "etc/new", "etc/ssh"]
+    assert removed == ["etc/ssh/ssh_host_ed25519_key", "old"]
+    layer = tmp_path / "layer.tar"
+    derivative.write_layer_tar(root, changed, removed, layer, epoch=1700000000)
+    with tarfile.open(layer) as tar:
+        assert tar.getnames() == [
+            "etc", "etc/new", "etc/ssh", "etc/ssh/.wh.ssh_host_ed25519_key", ".wh.old",
+        ]  # fmt: skip
+
+
+# buildah for real, on a base image made of the host's dash and its libraries.
+
+
+def tiny_image(tmp_path: Path) -> Path:
+    root = tmp_path / "tiny-root"
+    for path in ["/usr/bin/dash", *libraries("/usr/bin/dash")]:
+        dest = root / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
+    (root / "bin").symlink_to("usr/bin")
+    (root / "usr/bin/sh").symlink_to("dash")
+    for folder in ("tmp", "etc", "proc", "dev", "sys"):
+        (root / folder).mkdir(exist_ok=True)
+    out = tmp_path / "base"
+    arch = get_arch(host_arch())
+    oci.build_oci_image(root, out, arch_oci=arch.oci, labels={}, epoch=1700000000, log=print)
+    return out
+
+
+def libraries(binary: str) -> list[str]:
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        path = line.split("=>")[-1].split("(")[0].strip()
+        if path.startswith("/"):
+            found.append(os.path.realpath(path))
+            if os.path.realpath(path) != path:
+                found.append(path)
+    return found
+
+
+def derived_flavor(tmp_path: Path, steps: str):
+    images = tmp_path / "images"
+    (images / "base").mkdir(parents=True)
+    (images / "base/flavor.yaml").write_text(PARENT)
+    (images / "child").mkdir()
+    (images / "child/flavor.yaml").write_text(CHILD)
+    (images / "child/Containerfile").write_text(f"# a test derivative\nFROM cos/base\n{steps}")
+    return load_flavor("child", images)
+
+
+needs_buildah = pytest.mark.skipif(
+    shutil.which("buildah") is None or os.geteuid() != 0,
+    reason="needs buildah (invoke setup) and root",
+)
+
+
+@needs_buildah
+def test_buildah_adds_a_layer_on_the_parent_layers(tmp_path):
+    base = tiny_image(tmp_path)
+    flavor = derived_flavor(tmp_path, "RUN echo hello > /greeting\n")
+    out = tmp_path / "added"
+    arch = get_arch(host_arch())
+    derivative.build_containerfile(
+        flavor, arch, "1.0.0", base / "image.oci.tar", base / "oci", out, 1700000000
+    )
+    layers, config = derivative.added_layers(out)
+    assert len(layers) == 1
+    with tarfile.open(layers[0].blob, "r:gz") as tar:
+        assert tar.extractfile("greeting").read() == b"hello\n"
+    assert config["Labels"]["io.cos.arch"] == arch.oci
+    info = json.loads((out / derivative.ADDED_INFO).read_text())
+    assert [s["step"].split()[0] for s in info["steps"]] == ["FROM", "RUN"]
+    assert not list(tmp_path.glob("added/../.buildah-*")), "buildah's storage was left"
+
+
+@needs_buildah
+def test_a_failing_run_step_names_its_line_and_shows_its_output(tmp_path):
+    base = tiny_image(tmp_path)
+    flavor = derived_flavor(
+        tmp_path, "RUN echo fine\nRUN echo this-went-wrong >&2 && \\\n    exit 3\n"
+    )
+    with pytest.raises(CosError) as raised:
+        derivative.build_containerfile(
+            flavor, get_arch(host_arch()), "1.0.0", base / "image.oci.tar", base / "oci",
+            tmp_path / "added", 1700000000, log=lambda _: None,
+        )  # fmt: skip
+    message = str(raised.value)
+    assert message.startswith(f"{flavor.containerfile}:4: RUN echo this-went-wrong"), message
+    assert "failed (buildah exit" in message and "this-went-wrong" in message
+    assert not list(tmp_path.glob(".buildah-*"))
