@@ -141,6 +141,19 @@ def cmd_upgrade(args) -> int:
     return 0
 
 
+def cmd_run_stage(args) -> int:
+    from cos.stages import cloud_config
+
+    options = [*(["--dry-run"] if args.dry_run else []), *(["--strict"] if args.strict else [])]
+    return cloud_config([*args.stages, *options], "cos run-stage")
+
+
+def cmd_cloud_config(args) -> int:
+    from cos.stages import cloud_config
+
+    return cloud_config(["validate", *args.files], "cos cloud-config validate")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="cos", description="cOS agent")
     sub = top.add_subparsers(dest="command", required=True)
@@ -197,6 +210,16 @@ def parser() -> argparse.ArgumentParser:
     reboot = sub.add_parser("reboot", help="reboot, with --recovery into the recovery system")
     reboot.add_argument("--recovery", action="store_true", help="the next boot only: recovery")
     reboot.set_defaults(func=cmd_reboot)
+    stage = sub.add_parser("run-stage", help="run cloud-config stages now (--dry-run: show them)")
+    stage.add_argument("stages", nargs="+", metavar="STAGE", help="boot, network, after-install...")
+    stage.add_argument("--dry-run", action="store_true", help="show what would be applied")
+    stage.add_argument("--strict", action="store_true", help="fail when a step fails")
+    stage.set_defaults(func=cmd_run_stage)
+    config = sub.add_parser("cloud-config", help="check cloud-config files")
+    config_sub = config.add_subparsers(dest="action", required=True)
+    validate = config_sub.add_parser("validate", help="report every problem a boot would")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=cmd_cloud_config)
     good = sub.add_parser("mark-good", help="this boot passed its health checks")
     good.set_defaults(func=cmd_mark_good)
     bad = sub.add_parser("mark-bad", help="this boot failed: on a trial boot, reboot to fall back")

@@ -1,6 +1,6 @@
 """`cos status`: the booted slot, what each slot holds, the assessment and the history."""
 
-from cos import osrelease, slots
+from cos import osrelease, slots, stages
 from cos.errors import CosError
 
 
@@ -27,6 +27,7 @@ def gather() -> dict:
     except CosError as exc:
         status["state_error"] = str(exc)
     status.update(recovery_status())
+    status["cloud_config"] = stages.last_runs()
     try:
         status["grubenv"] = env = slots.read_grubenv()
     except CosError as exc:
@@ -98,6 +99,9 @@ def render(status: dict) -> str:
             facts = status[event]
             detail = ", ".join(f"{k} {v}" for k, v in sorted(facts.items()) if k != "at")
             lines.append(f"{event.replace('_', ' ') + ':':11} {facts.get('at', '?')}  {detail}")
+    for stage, run in status.get("cloud_config", {}).items():
+        for index, line in enumerate(stages.describe_run(stage, run)):
+            lines.append(f"{'cloud-config:' if index == 0 else '':14}{line}")
     for key in ("state_error", "grubenv_error", "recovery_error"):
         if key in status:
             lines.append(f"error:      {status[key]}")

@@ -1,0 +1,1 @@
+"""The step actions, one module per concern; table.py lists them."""
