@@ -195,8 +195,10 @@ KEYS = [
     Key("write_files", "network", WRITE_FILES, _write_files(deferred=True)),
     Key("runcmd", "network", commands.COMMANDS, _runcmd),
 ]
-# Keys read by another key's translation, or by the sources, not on their own.
+# Keys read by another key's translation, the sources or the installer (`install:`,
+# read by `cos install --auto`), not on their own.
 COMPANIONS = {
+    "install",
     "prefer_fqdn_over_hostname",
     "manage_etc_hosts",
     "preserve_hostname",

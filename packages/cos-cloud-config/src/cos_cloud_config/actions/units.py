@@ -35,7 +35,6 @@ def systemctl(ctx: Context, spec: dict) -> None:
         path = ctx.path(f"/etc/systemd/system/{unit}.d/{name}")
         changed |= write_text_if_changed(path, override["content"], mode=0o644)
     base = ["systemctl"] if ctx.live else ["systemctl", f"--root={ctx.root}"]
-    now = ["--now", "--no-block"] if ctx.live else []
     problems = []
 
     def attempt(argv: list[str], what: str) -> None:
@@ -49,7 +48,17 @@ def systemctl(ctx: Context, spec: dict) -> None:
     for verb in ("enable", "disable", "mask"):
         units = spec.get(verb) or []
         if units:
-            attempt([*base, verb, *now, *units], f"systemctl {verb} {' '.join(units)}")
+            attempt([*base, verb, *units], f"systemctl {verb} {' '.join(units)}")
+    if ctx.live:
+        enabled = spec.get("enable") or []
+        stopped = [*(spec.get("disable") or []), *(spec.get("mask") or [])]
+        if enabled:
+            attempt(["systemctl", "start", "--no-block", *enabled], f"starting {' '.join(enabled)}")
+        if stopped:
+            # A unit that is not loaded has nothing to stop: that is not a failure.
+            ctx.run(
+                ["sh", "-c", 'systemctl stop --no-block "$@" || true', "-", *stopped], "stopping"
+            )
     if spec.get("start"):
         if ctx.live:
             attempt(
