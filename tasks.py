@@ -79,33 +79,25 @@ def registry(c, port=5000):
 
 @task(
     help={
-        "flavor": "flavor to push",
+        "flavor": "flavor to push, or all",
         "arch": "x86_64, aarch64 or all",
-        "port": "registry port",
+        "port": "the local registry's port",
+        "registry": "HOST[/NAMESPACE] of any registry instead of the local one; credentials "
+        "from COS_REGISTRY_USER/COS_REGISTRY_PASSWORD, COS_REGISTRY_TOKEN, or the "
+        "containers/docker auth files",
         "test-images": "also v2, unsigned, other-key, panic, unhealthy and hang variants",
     }
 )
 @guard
-def push(c, flavor=None, arch=None, port=5000, test_images=False):
-    """Push built images (and a multi-arch index) to the local registry, signed; with
-    --test-images, also the upgrade scenarios' images (toolkit/testimages.py)."""
-    from toolkit.build import build as build_images
-    from toolkit.build import image_folder
-    from toolkit.publish import push_image, push_index
+def push(c, flavor=None, arch=None, port=5000, registry=None, test_images=False):
+    """Push built images (and a multi-arch index) to the local registry or to --registry,
+    signed; with --test-images, also the upgrade scenarios' images (toolkit/testimages.py)."""
+    from toolkit.publish import destination, push_flavors
     from toolkit.registry import start_registry
 
-    address = start_registry(port=int(port))
-    images = build_images(flavor, arch)
-    for image in images:
-        push_image(image, address)
-    if len(images) > 1:
-        # `build` wrote the index beside the per-arch images; push that one.
-        push_index(images, image_folder(images[0].flavor.name, "multiarch") / "oci", address)
-    if test_images:
-        from toolkit.testimages import publish
-
-        for image in images:
-            publish(image, address)
+    # Credentials and the right to push are checked before the build, not after it.
+    address = destination(registry) if registry else start_registry(port=int(port))
+    push_flavors(flavor, arch, address, test_images=test_images, check_access=bool(registry))
 
 
 @task(
@@ -166,14 +158,19 @@ def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
 
 
 @task
+@guard
 def lint(c):
-    """Check formatting and lint the whole tree (packages/ included) with ruff."""
+    """ruff (format check and lint) over the whole tree, packages/ included; actionlint
+    and the GitHub workflow schema over .github/workflows (toolkit/workflowlint.py)."""
+    from toolkit.workflowlint import lint_workflows
+
     bin_dir = Path(sys.executable).parent
     code = 0
     for args in (["format", "--check", "--diff"], ["check"]):
         command = [str(bin_dir / "ruff"), *args, str(REPO_ROOT)]
         print("$ " + " ".join(command), flush=True)
         code = code or subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
+    code = lint_workflows(REPO_ROOT) or code
     if code:
         raise Exit(code=code)
 

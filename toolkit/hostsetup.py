@@ -78,10 +78,10 @@ def missing_packages(packages: list[str] = APT_PACKAGES) -> list[str]:
     return [p for p in packages if p not in installed]
 
 
-def ensure_packages(log=print) -> None:
-    missing = missing_packages()
+def ensure_packages(log=print, packages: list[str] = APT_PACKAGES) -> None:
+    missing = missing_packages(packages)
     if not missing:
-        log(f"apt: all {len(APT_PACKAGES)} packages present")
+        log(f"apt: all {len(packages)} packages present")
         return
     command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
     if not is_root():

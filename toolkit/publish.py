@@ -1,10 +1,21 @@
-"""`invoke push`: built OCI images -> the registry, each signed over its manifest digest."""
+"""`invoke push`: built OCI images -> a registry, each signed over its manifest digest.
 
+The destination is the local registry or any Distribution registry, `HOST[/NAMESPACE]`;
+the client authenticates with the credentials users already have (cos.auth).
+"""
+
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cos.registry import parse_reference
 from toolkit import cosign, registry
 from toolkit.build import ImageBuild
+from toolkit.errors import CosError
+
+LOCAL_NAMESPACE = "cos"
+# A repository path component, as the Distribution reference grammar has it.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 @dataclass
@@ -14,7 +25,38 @@ class Published:
 
 
 def repository_for(address: str, flavor: str) -> str:
-    return f"{address}/cos/{flavor}"
+    """<host>/cos/<flavor> for a bare registry host (the local registry's layout), and
+    <host>/<namespace>/<flavor> when the address names a namespace."""
+    return f"{address}/{flavor}" if "/" in address else f"{address}/{LOCAL_NAMESPACE}/{flavor}"
+
+
+def destination(value: str) -> str:
+    """Check `--registry HOST[/NAMESPACE]`; the address repositories go under."""
+    if "://" in value:
+        raise CosError(f"--registry {value!r}: give HOST[/NAMESPACE], without a scheme")
+    address = value.strip().rstrip("/")
+    host, _, namespace = address.partition("/")
+    try:
+        parse_reference(f"{address}/probe")  # the host rule every reference follows
+    except CosError:
+        raise CosError(
+            f"--registry {value!r}: {host!r} is not a registry host (a name with a dot or a "
+            "port, or localhost), e.g. ghcr.io/OWNER or 127.0.0.1:5000"
+        ) from None
+    for component in namespace.split("/") if namespace else []:
+        if not _COMPONENT.fullmatch(component):
+            raise CosError(
+                f"--registry {value!r}: namespace component {component!r} is not a valid "
+                "repository name (lowercase letters, digits, and . _ - between them)"
+            )
+    return address
+
+
+def check_push_access(repository: str, log=print) -> None:
+    """Fail now, before a long build, if the registry refuses a push to repository: start
+    a blob upload (which needs the push right) and cancel it."""
+    registry.probe_push(repository)
+    log(f"push: {repository} accepts uploads")
 
 
 def push_signed(layout: Path, repository: str, tag: str, identity: str | None = None) -> Published:
@@ -48,4 +90,39 @@ def push_index(images: list[ImageBuild], index_layout: Path, address: str, log=p
         f"pushed {published.reference}@{published.digest[:19]}… (index of {len(images)} arches) "
         "and its signature"
     )
+    return published
+
+
+def push_flavors(
+    flavor: str | None,
+    arch: str | None,
+    address: str,
+    *,
+    test_images: bool = False,
+    check_access: bool = False,
+    log=print,
+) -> list[Published]:
+    """Build (cached) and push every arch of a flavor, or of every flavor ("all"), with the
+    multi-arch index when there are several arches; `check_access` first proves the
+    registry takes pushes to each repository, so bad credentials fail before any build."""
+    from toolkit.build import build, image_folder
+    from toolkit.flavors import flavor_names, load_flavor
+
+    names = flavor_names() if flavor == "all" else [load_flavor(flavor).name]
+    if check_access:
+        for name in names:
+            check_push_access(repository_for(address, name), log)
+    published = []
+    for name in names:
+        images = build(name, arch, log=log)
+        published += [push_image(image, address, log=log) for image in images]
+        if len(images) > 1:
+            # `build` wrote the index beside the per-arch images; push that one.
+            index = image_folder(name, "multiarch") / "oci"
+            published.append(push_index(images, index, address, log=log))
+        if test_images:
+            from toolkit.testimages import publish
+
+            for image in images:
+                publish(image, address, log=log)
     return published

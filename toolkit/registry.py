@@ -61,6 +61,24 @@ class _FileChunks:
                 yield chunk
 
 
+def _start_upload(host: str, repo: str) -> str:
+    """A new blob upload session's URL (asking for it needs the right to push)."""
+    base = f"{base_url(host)}/v2/{repo}"
+    _, headers, _ = call("POST", f"{base}/blobs/uploads/", host, body=b"")
+    return urllib.parse.urljoin(base + "/", header(headers, "Location") or "")
+
+
+def probe_push(repository: str) -> None:
+    """A CosError, naming the registry and what failed, unless repository takes pushes:
+    an upload is started and cancelled, so nothing is written."""
+    host, repo, _ = parse_reference(repository)
+    location = _start_upload(host, repo)
+    try:
+        call("DELETE", location, host)
+    except CosError:
+        pass  # a registry that cannot cancel lets an unfinished upload expire
+
+
 def _push_blob(host: str, repo: str, content: bytes | Path, digest: str | None = None) -> str:
     """Upload bytes, or a file streamed from disk (`digest` required: the manifest names
     it), unless the registry has the blob already; returns the blob's digest."""
@@ -75,8 +93,7 @@ def _push_blob(host: str, repo: str, content: bytes | Path, digest: str | None =
     status, _, _ = call("HEAD", f"{base}/blobs/{digest}", host, missing_ok=True)
     if status == 200:
         return digest  # content-addressed: already there means the same bytes
-    _, headers, _ = call("POST", f"{base}/blobs/uploads/", host, body=b"")
-    location = urllib.parse.urljoin(base + "/", header(headers, "Location") or "")
+    location = _start_upload(host, repo)
     separator = "&" if "?" in location else "?"
     # One monolithic PUT.
     call(

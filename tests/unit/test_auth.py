@@ -52,3 +52,9 @@ def test_environment_token_wins_over_auth_files(monkeypatch, tmp_path):
     found = find_credentials("127.0.0.1:5000", "cos/x")
     assert (found.username, found.secret) == ("a", "b")
     assert found.source == f"{tmp_path / 'auth.json'} (auths.127.0.0.1:5000)"
+
+
+def test_scopes_in_another_action_order_add_nothing():
+    """docker-registry lists a challenge's actions in map order: push,pull or pull,push."""
+    held = ["repository:a:push,pull"]
+    assert merge_scopes([*held, "repository:a:pull,push"]) == merge_scopes(held)

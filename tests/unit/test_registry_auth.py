@@ -313,3 +313,26 @@ def test_token_server_down_is_named(
     challenge = f'Bearer realm="{dead.realm}",service="x",scope="repository:cos/a:pull"'
     with pytest.raises(CosError, match=f"token server {dead.realm} .* is not answering"):
         client.authenticator.answer(token_registry, "cos/a", challenge, None)
+
+
+def test_push_access_is_checked_before_any_build(
+    token_registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`invoke push --registry` starts an upload and cancels it before building: a user
+    who may only pull is stopped there, one who may push leaves nothing behind."""
+    repository = f"{token_registry}/team/debian-trixie"
+    monkeypatch.setenv("COS_REGISTRY_USER", "dave")
+    monkeypatch.setenv("COS_REGISTRY_PASSWORD", "readonly")
+    with pytest.raises(
+        CosError,
+        match="issued to user 'dave' from .* for 'repository:team/debian-trixie:pull,push'",
+    ):
+        publish.check_push_access(repository, log=quiet)
+    client.authenticator.grants.clear()
+    monkeypatch.setenv("COS_REGISTRY_USER", "carol")
+    monkeypatch.setenv("COS_REGISTRY_PASSWORD", "pa55word")
+    seen: list[str] = []
+    publish.check_push_access(repository, log=seen.append)
+    assert seen == [f"push: {repository} accepts uploads"]
+    with pytest.raises(CosError, match="no such image"):
+        client.resolve_digest(f"{repository}:1.0.0")

@@ -271,8 +271,9 @@ class Authenticator:
         scope = params.get("scope", "")
         held = self.grants.get((host, repo))
         scopes = merge_scopes([*(held.scopes if held else []), *([scope] if scope else [])])
-        if held and sent == held.header and scope in held.scopes:
-            # The token was issued for exactly this scope and still refused.
+        if held and sent == held.header and scopes == merge_scopes(held.scopes):
+            # The token was asked for with every right this challenge names (in any order:
+            # registries list actions as they come), and still refused.
             who = credentials.describe() if credentials else "anonymous access"
             error = params.get("error", "")
             raise CosError(
