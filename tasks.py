@@ -143,12 +143,14 @@ def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
     upgrade (seconds to the switched slot and to SSH on it, bytes pulled)."""
     from toolkit.bench import quiet, run_bench
     from vm.boot_check import report_boots
+    from vm.cloud_config_bench import report_cloud_config
     from vm.hostcheck import ensure_host
     from vm.upgrade_bench import report_upgrade
 
     def machine_figures(flavor, arch, runs, log):
         report_boots(flavor, arch, runs, log)
         report_upgrade(flavor, arch, log)
+        report_cloud_config(flavor, arch, runs, log)
 
     ensure_host(log=quiet)
     run_bench(
