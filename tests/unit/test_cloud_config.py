@@ -73,7 +73,9 @@ def write(root: Path, name: str, text: str) -> Path:
 
 
 def run_stages(root: Path, *stages: str, strict: bool = False, capsys=None) -> int:
-    return runner.run(list(stages), root, [], use_nocloud=False, dry_run=False, strict=strict)
+    return runner.run(
+        list(stages), root, [], use_nocloud=False, dry_run=False, strict=strict, sources_root=root
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -677,7 +679,7 @@ def test_dry_run_changes_nothing(root: Path, capsys):
         "#cloud-config\nhostname: dry\nwrite_files: [{path: /etc/dry, content: x}]\n",
     )
     before = tree_digest(root)
-    assert runner.run(["boot"], root, [], use_nocloud=False, dry_run=True, strict=False) == 0
+    assert runner.run(["boot"], root, [], False, dry_run=True, strict=False, sources_root=root) == 0
     assert tree_digest(root) == before
     assert "would apply files" in capsys.readouterr().out
 
@@ -696,3 +698,18 @@ def test_a_wrong_encoding_writes_nothing_and_names_the_file(root: Path):
 
         write_file(Context(root=root), {"path": "/etc/x", "content": "!!", "encoding": "b64"})
     assert not (root / "etc/x").exists()
+
+
+def test_an_install_hook_of_the_running_system_acts_on_the_target_root(root: Path, tmp_path: Path):
+    live = tmp_path / "live"
+    write(live, "oem/10.yaml", """
+        stages:
+          after-install:
+            - files: [{path: /etc/installed-by-hook, content: target}]
+              users: {admin: {groups: [adm]}}
+        """)  # fmt: skip
+    status = runner.run(["after-install"], root, [], False, False, False, sources_root=live)
+    assert status == 0
+    assert (root / "etc/installed-by-hook").read_text() == "target"
+    assert "admin:" in (root / "etc/passwd").read_text()
+    assert not (live / "etc/installed-by-hook").exists()

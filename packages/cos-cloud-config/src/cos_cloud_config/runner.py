@@ -155,11 +155,19 @@ def save(record: Record) -> None:
 
 
 def run(
-    stages: list[str], root: Path, extra: list[Path], use_nocloud: bool, dry_run: bool, strict: bool
+    stages: list[str],
+    root: Path,
+    extra: list[Path],
+    use_nocloud: bool,
+    dry_run: bool,
+    strict: bool,
+    sources_root: Path = Path("/"),
 ) -> int:
+    """The configs are those of the running system (sources_root): an install's hooks are
+    the installer's (its NoCloud user-data, the --config file) acting on the target."""
     started = time.monotonic()
-    loaded = load(root, extra, use_nocloud)
-    cmdline = Path("/proc/cmdline").read_text() if root == Path("/") else ""
+    loaded = load(sources_root, extra, use_nocloud)
+    cmdline = Path("/proc/cmdline").read_text() if sources_root == Path("/") else ""
     strict = strict or strict_asked(loaded, cmdline)
     status = 0
     for index, stage in enumerate(stages):
@@ -230,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"one of {', '.join(table.STAGES)} (with .before/.after)",
     )
     parser.add_argument(
-        "--root", type=Path, default=Path("/"), help="act on this root (a target being installed)"
+        "--root",
+        type=Path,
+        default=Path("/"),
+        help="act on this root (a target being installed); the configs read are this system's",
     )
     parser.add_argument(
         "--file", dest="files", action="append", type=Path, default=[], help="an extra config file"
