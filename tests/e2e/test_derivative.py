@@ -1,0 +1,93 @@
+"""The example Containerfile flavor (images/web-appliance: the parent plus nginx) on real
+machines: its own disk boots and serves, and a machine on the parent upgrades to it from
+the session's registry, pulling only the derivative's own layers, serves, and rolls back.
+
+The derivative is built here for the run's arch (its parent is the image the suite just
+built, so only the derivative's stages run, or none when they are current)."""
+
+import json
+
+import pytest
+
+from toolkit import oci
+from toolkit.build import ImageBuild, build, image_folder
+from toolkit.flavors import load_flavor
+from toolkit.publish import push_signed, repository_for
+
+pytestmark = pytest.mark.vm
+
+EXAMPLE = "web-appliance"
+PARENT = "debian-trixie"
+GUEST_REGISTRY = "10.0.2.100:5000"  # the session registry, as QEMU's guest forward shows it
+UPGRADE_TIMEOUT = 300  # KVM seconds, scaled by the harness
+PAGE = "cOS web-appliance: served by nginx"
+
+
+@pytest.fixture(scope="module")
+def derived(vm_settings, vm_arch) -> ImageBuild:
+    if vm_settings.flavor not in (PARENT, EXAMPLE):
+        pytest.skip(f"{EXAMPLE} builds on {PARENT}; this run is for {vm_settings.flavor}")
+    (image,) = build(EXAMPLE, vm_arch, log=lambda _line: None)
+    return image
+
+
+def status(m) -> dict:
+    return json.loads(m.succeed("cos status --json"))
+
+
+def test_the_derivative_disk_boots_and_serves(machine_factory, derived):
+    m = machine_factory(flavor=EXAMPLE)
+    m.wait_for_unit("nginx.service")
+    assert PAGE in m.succeed("curl -fsS http://localhost/")
+    now = status(m)
+    assert (now["flavor"], now["version"]) == (EXAMPLE, derived.flavor.version)
+    assert now["assessment"] == "good"
+    assert 'VARIANT_ID="web-appliance"' in m.succeed("cat /etc/os-release")
+
+
+def own_layers(image: ImageBuild, parent: ImageBuild) -> list[dict]:
+    """The derivative's layers above its parent's (checked to start with them)."""
+
+    def layers(build: ImageBuild) -> list[dict]:
+        layout = build.oci_layout
+        return oci.read_blob_json(layout, oci.top_descriptor(layout)["digest"])["layers"]
+
+    below, mine = layers(parent), layers(image)
+    assert mine[: len(below)] == below, "the derivative does not share the parent's layers"
+    return mine[len(below) :]
+
+
+@pytest.mark.slow
+def test_a_machine_on_the_parent_upgrades_to_the_derivative_and_rolls_back(
+    machine_factory, registry, derived
+):
+    parent = ImageBuild(load_flavor(PARENT), derived.arch, image_folder(PARENT, derived.arch.name))
+    tag = f"{derived.flavor.version}-{derived.arch.name}"
+    push_signed(
+        derived.oci_layout,
+        repository_for(registry, EXAMPLE),
+        tag,
+        identity=repository_for(GUEST_REGISTRY, EXAMPLE),
+    )
+    m = machine_factory(flavor=PARENT)
+    m.fail("command -v nginx")
+    out = m.succeed(
+        f"cos upgrade --image {repository_for(GUEST_REGISTRY, EXAMPLE)}:{tag}", UPGRADE_TIMEOUT
+    )
+    assert "slot 3 holds" in out, out
+    # only what the derivative added: the machine had the parent's layers in its slot
+    pulled = status(m)["last_upgrade"]["pulled"]
+    assert int(pulled.split()[0]) == sum(layer["size"] for layer in own_layers(derived, parent))
+    m.reboot()
+    m.wait_for_unit("cos-boot-assessment.service")
+    m.wait_for_unit("nginx.service")
+    assert PAGE in m.succeed("curl -fsS http://localhost/")
+    now = status(m)
+    assert (now["flavor"], now["assessment"]) == (EXAMPLE, "good")
+    assert now["slots"]["active"]["name"] == "3"
+    m.succeed("cos rollback")
+    m.reboot()
+    back = status(m)
+    assert (back["flavor"], back["version"]) == (PARENT, parent.flavor.version)
+    assert back["slots"]["active"]["name"] == "2"
+    m.fail("command -v nginx")
