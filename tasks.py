@@ -139,18 +139,21 @@ def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
 )
 @guard
 def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
-    """Measure build time against plain mmdebstrap, boot time by phase, sizes, and an
-    upgrade (seconds to the switched slot and to SSH on it, bytes pulled)."""
+    """Measure build time against plain mmdebstrap, boot time by phase, sizes, an upgrade
+    (seconds to the switched slot and to SSH on it, bytes pulled) and an unattended install
+    (seconds from the ISO's boot to SSH on the installed disk, by step)."""
     from toolkit.bench import quiet, run_bench
     from vm.boot_check import report_boots
     from vm.cloud_config_bench import report_cloud_config
     from vm.hostcheck import ensure_host
+    from vm.install_bench import report_install
     from vm.upgrade_bench import report_upgrade
 
     def machine_figures(flavor, arch, runs, log):
         report_boots(flavor, arch, runs, log)
         report_upgrade(flavor, arch, log)
         report_cloud_config(flavor, arch, runs, log)
+        report_install(flavor, arch, log)
 
     ensure_host(log=quiet)
     run_bench(

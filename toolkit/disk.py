@@ -19,6 +19,7 @@ from cos.layout import MiB, Partition, disk_mib, layout, partition_table, slot_s
 from toolkit.arch import Arch
 from toolkit.grub import build_efi_binary, new_grubenv
 from toolkit.oci import blob_path, read_blob_json, top_descriptor
+from toolkit.recovery import recovery_partition_files
 from toolkit.runner import run
 
 
@@ -166,6 +167,12 @@ def layer_paths(oci_layout: Path, digests: list[str]) -> list[dict]:
     return records
 
 
+def slot_layer_records(state_files: dict[str, Path]) -> list[dict] | None:
+    """What the built slot's layers wrote: the recovery image is the same rootfs."""
+    path = state_files.get(f"cOS/slots/{FIRST_ACTIVE}.layers.json")
+    return json.loads(path.read_text())["layers"] if path is not None else None
+
+
 def build_disk(
     rootfs: Path,
     slot_image: Path,
@@ -196,12 +203,12 @@ def build_disk(
             ("COS_STATE", state_files),
             (
                 "COS_RECOVERY",
-                {
-                    "cOS/recovery.img": recovery_image,
-                    "cOS/recovery.json": write_info(
-                        work / "recovery.json", system_info(rootfs, epoch, None, "built disk")
-                    ),
-                },
+                recovery_partition_files(
+                    recovery_image,
+                    system_info(rootfs, epoch, oci_layout, "built disk"),
+                    work,
+                    slot_layer_records(state_files),
+                ),
             ),
             ("COS_OEM", {}),
             ("COS_PERSISTENT", {}),

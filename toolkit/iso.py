@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from toolkit.arch import Arch
-from toolkit.disk import system_info, write_info
+from toolkit.disk import layer_paths, system_info, write_info
 from toolkit.grub import GRUB_SHARE, build_efi_binary
 from toolkit.runner import run
 
@@ -24,7 +24,8 @@ def build_iso(
     oci_layout: Path | None = None,
 ) -> None:
     """The live system is the recovery image; `slot_image` (the built slot, with
-    cOS/system.json saying what it holds) is what `cos install` copies to the disk."""
+    cOS/system.json saying what it holds and cOS/system.layers.json what its layers
+    wrote) is what `cos install` copies to the disk."""
     with tempfile.TemporaryDirectory(prefix="cos-iso-", dir=output.parent) as tmp:
         work = Path(tmp)
         tree = work / "tree"
@@ -33,9 +34,11 @@ def build_iso(
         (tree / "cOS/recovery.img").hardlink_to(recovery_image)
         if slot_image is not None:
             (tree / "cOS/system.img").hardlink_to(slot_image)
-            write_info(
-                tree / "cOS/system.json", system_info(rootfs, epoch, oci_layout, "installer ISO")
-            )
+            info = system_info(rootfs, epoch, oci_layout, "installer ISO")
+            write_info(tree / "cOS/system.json", info)
+            if oci_layout is not None:  # so the first upgrade pulls only what is new
+                records = {"layers": layer_paths(oci_layout, info["layers"])}
+                write_info(tree / "cOS/system.layers.json", records)
         (tree / "boot/grub/grub.cfg").write_bytes((rootfs / GRUB_SHARE / "iso.cfg").read_bytes())
 
         efi = work / arch.efi_boot_file

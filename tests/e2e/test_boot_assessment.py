@@ -27,7 +27,7 @@ def test_one_shot_recovery_then_back_to_active(machine):
     m = machine
     m.succeed(SET_GRUBENV + "next_entry=recovery")
     m.reboot()
-    assert booted_image(m) == "/cOS/recovery.img"
+    assert booted_image(m) == "/cOS/recovery/1.img"
     assert m.succeed("findmnt -n -o FSTYPE /").strip() == "squashfs"
     assert status(m)["grubenv"].get("next_entry", "") == ""  # GRUB cleared it
     m.reboot()

@@ -1,12 +1,15 @@
 """A machine's beginning and its way back: `cos install` from the installer ISO to a blank
-disk (typed, and unattended from the NoCloud user-data), its refusals, and `cos reset`
-from the recovery system."""
+disk (typed, and unattended from the NoCloud user-data) or of a registry image, its
+refusals, `cos reset` from the recovery system, and `cos upgrade --recovery`."""
 
 import json
 import time
 
 import pytest
 
+# The registry's test images, as the upgrade scenarios publish them (fixtures)
+from tests.e2e.test_upgrade import UPGRADE_TIMEOUT, built, images  # noqa: F401
+from toolkit import testimages
 from vm.images import installer_iso
 
 pytestmark = pytest.mark.vm
@@ -50,6 +53,10 @@ def assert_installed_system(m) -> None:
     for info in (slots["active"], slots["passive"], found["recovery"]):
         assert info["version"] == found["version"] and info["flavor"] == found["flavor"], info
     assert found["recovery"].get("manifest", "").startswith("sha256:"), found["recovery"]
+    assert found["recovery"]["name"] == "1"
+    # What the layers wrote goes with the slots, so the first upgrade pulls only what is new
+    records = json.loads(m.succeed("cat /run/cos/state/cOS/slots/2.layers.json"))["layers"]
+    assert [r["digest"] for r in records] == slots["active"]["layers"][1:], records
     assert found["assessment"] == "good"
     labels = m.succeed("lsblk -n -o PARTLABEL /dev/vda").split()
     assert labels == ["COS_GRUB", "COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT"]
@@ -178,8 +185,94 @@ def test_install_from_a_running_machine_to_a_second_disk(machine_factory):
     m.succeed("mkdir -p /run/check && mount -o ro /dev/vdb4 /run/check")
     assert m.succeed("cmp /run/check/cOS/slots/2.img /run/cos/state/cOS/slots/2.img && echo same")
     assert m.succeed("stat -c %h /run/check/cOS/slots/1.img").strip() == "2"  # one copy
+    assert m.succeed(
+        "cmp /run/check/cOS/slots/2.layers.json /run/cos/state/cOS/slots/2.layers.json && echo same"
+    )
     m.succeed("umount /run/check")
     for disk in ("vda", "vdb"):  # COS_RECOVERY is partition 3 on both
         m.succeed(f"mkdir -p /run/{disk} && mount -o ro /dev/{disk}3 /run/{disk}")
-    assert m.succeed("cmp /run/vda/cOS/recovery.img /run/vdb/cOS/recovery.img && echo same")
+    assert m.succeed("cmp /run/vda/cOS/recovery/1.img /run/vdb/cOS/recovery/1.img && echo same")
     m.succeed("umount /run/vda /run/vdb")
+
+
+@pytest.mark.slow
+def test_install_an_image_from_the_registry_to_a_second_disk(machine_factory, images, built):  # noqa: F811
+    """`cos install --image REF`: the image is pulled by digest and verified, written as the
+    slot with what its layers wrote; the recovery image is the running machine's."""
+    m = machine_factory(blank_disk="4G")
+    out = m.succeed(f"cos install /dev/vdb --image {images['v2']} 2>&1", INSTALL_TIMEOUT)
+    print(out)
+    assert "signature verified with" in out and "pulling" in out, out
+    refused = m.fail(f"cos install --force /dev/vdb --image {images['unsigned']} 2>&1")
+    assert "unsigned" in refused, refused
+    m.succeed("mkdir -p /run/check /run/slot && mount -o ro /dev/vdb4 /run/check")
+    m.succeed("mount -o loop,ro /run/check/cOS/slots/2.img /run/slot")
+    assert m.succeed("cat /run/slot/usr/share/cos/test-variant").strip() == "v2"
+    info = json.loads(m.succeed("cat /run/check/cOS/slots/2.json"))
+    assert info["version"] == testimages.next_version(built.flavor.version), info
+    records = json.loads(m.succeed("cat /run/check/cOS/slots/1.layers.json"))["layers"]
+    assert [r["digest"] for r in records] == info["layers"][1:], records
+    m.succeed("umount /run/slot /run/check")
+
+
+@pytest.mark.slow
+def test_reset_from_an_image_and_wipe_oem(machine, images, built):  # noqa: F811
+    """From recovery, `cos reset --image REF --wipe-oem`: the slots hold the verified image
+    with what its layers wrote (an upgrade after it pulls only what is new), COS_OEM is
+    empty, COS_PERSISTENT kept."""
+    m = machine
+    m.succeed("echo kept > /usr/local/data && echo marker > /oem/marker")
+    m.succeed("cos rollback --recovery")
+    m.reboot()
+    assert booted(m)["slot"] == "recovery"
+    out = m.succeed(f"cos reset --image {images['v2']} --wipe-oem 2>&1", INSTALL_TIMEOUT)
+    print(out)
+    assert "wiping COS_OEM" in out and "kept: COS_PERSISTENT" in out, out
+    m.reboot()
+    assert booted(m)["slot"] == "active"
+    assert m.succeed("cat /usr/share/cos/test-variant").strip() == "v2"
+    assert m.succeed("cat /usr/local/data").strip() == "kept"
+    assert m.execute("test -e /oem/marker")[0] != 0
+    found = status(m)
+    assert found["last_reset"]["wiped"] == "oem"
+    assert found["version"] == testimages.next_version(built.flavor.version)
+    # The next image shares the first two layers: only its own is pulled
+    dry = m.succeed(f"cos upgrade --dry-run --image {images['panic']}", INSTALL_TIMEOUT)
+    pulled = float(dry.split("pulling ")[1].split(" of ")[0])
+    assert pulled < 1.0, dry
+
+
+@pytest.mark.slow
+def test_upgrade_recovery_to_v2_then_boot_it(machine, images, built):  # noqa: F811
+    """`cos upgrade --recovery`: a power cut while the new image is made leaves the old one
+    booting; the next run cleans that up and switches; the recovery entry then boots v2,
+    while the slots keep v1."""
+    m = machine
+    v1, v2 = built.flavor.version, testimages.next_version(built.flavor.version)
+    assert (status(m)["recovery"]["name"], status(m)["recovery"]["version"]) == ("1", v1)
+    upgrade = f"cos upgrade --recovery --image {images['v2']}"
+    m.succeed(f"setsid {upgrade} >/run/recovery.log 2>&1 </dev/null &")
+    m.wait_until_succeeds("grep -q 'making the recovery image' /run/recovery.log", UPGRADE_TIMEOUT)
+    m.power_cut()
+    m.start()
+    assert (status(m)["recovery"]["name"], status(m)["recovery"]["version"]) == ("1", v1)
+    out = m.succeed(f"{upgrade} 2>&1", UPGRADE_TIMEOUT)
+    print(out)
+    assert "recovery image 2 holds" in out, out
+    found = status(m)
+    assert (found["recovery"]["name"], found["recovery"]["version"]) == ("2", v2), found
+    assert found["recovery"]["digest"].startswith("sha256:"), found
+    assert found["slots"]["active"]["version"] == v1  # the slots are left alone
+    names = m.succeed("ls -A /run/cos/state/cOS/slots").split()
+    assert {n.split(".")[0] for n in names} == {"1", "2"}, names  # no scratch slot left
+    m.succeed("mkdir -p /run/rec && mount -o ro LABEL=COS_RECOVERY /run/rec")
+    listed = m.succeed("ls -A /run/rec/cOS/recovery").split()
+    m.succeed("umount /run/rec")
+    assert listed == ["2.img", "2.json", "2.layers.json"], listed  # the partial and 1 gone
+    m.succeed("cos rollback --recovery")
+    m.reboot()
+    assert booted(m) == {
+        "slot": "recovery", "image": "/cOS/recovery/2.img", "label": "COS_RECOVERY"
+    }  # fmt: skip
+    assert m.succeed("cat /usr/share/cos/test-variant").strip() == "v2"
+    assert status(m)["version"] == v2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cos import grubenv, install, layout, slots
+from cos import grubenv, install, layout, recovery, slots
 from cos.autoinstall import from_cmdline, settings
 from cos.errors import CosError
 from cos.progress import Progress
@@ -24,7 +24,7 @@ def test_layout_is_aligned_contiguous_and_in_order():
         assert after.start_mib == before.end_mib
     sizes = {p.label: p.size_mib for p in parts}
     assert sizes["COS_STATE"] == 3 * 400 + 64  # active, passive, one being written
-    assert sizes["COS_RECOVERY"] == 120 + 12 + 32
+    assert sizes["COS_RECOVERY"] == 2 * 120 + 24 + 32  # the image and its replacement
     assert sizes["COS_PERSISTENT"] == layout.MIN_PERSISTENT_MIB
     assert parts[0].type_guid == layout.ESP_TYPE
     assert layout.disk_mib(parts) == parts[-1].end_mib + 1
@@ -50,7 +50,7 @@ def test_a_disk_too_small_is_refused_with_the_size_needed():
 
 
 def test_sizes_asked_for_are_checked():
-    with pytest.raises(CosError, match="--recovery-size 100 MiB is too small: .* needs 164 MiB"):
+    with pytest.raises(CosError, match="--recovery-size 100 MiB is too small: .* needs 296 MiB"):
         layout.plan_for_disk("/dev/vda", 8 << 30, 400, 120, recovery_partition=100)
     with pytest.raises(CosError, match="--persistent-size 64 MiB is too small"):
         layout.plan_for_disk("/dev/vda", 8 << 30, 400, 120, persistent_mib=64)
@@ -163,14 +163,36 @@ def test_slots_and_pointer_as_slots_py_documents(tmp_path):
 
 
 def test_recovery_step_writes_image_and_what_it_holds(tmp_path):
-    recovery = tmp_path / "recovery.img"
-    recovery.write_bytes(b"hsqs" + b"\0" * 5000)
+    recovery_image = tmp_path / "recovery.img"
+    recovery_image.write_bytes(b"hsqs" + b"\0" * 5000)
     root = tmp_path / "rec"
     root.mkdir()
-    source = install.Source("test", recovery, {"flavor": "f", "version": "1"})
+    records = [{"digest": "sha256:b", "added_only": True, "paths": ["etc/x"]}]
+    source = install.Source("test", recovery_image, {"flavor": "f", "version": "1"})
+    source.recovery_records = records
     install.write_recovery(root, source, Progress(io.StringIO()))
-    assert (root / "cOS/recovery.img").read_bytes() == recovery.read_bytes()
-    assert json.loads((root / "cOS/recovery.json").read_text())["version"] == "1"
+    assert grubenv.read(root / recovery.POINTER) == {"cos_recovery": "1"}
+    assert recovery.current_image(root).read_bytes() == recovery_image.read_bytes()
+    assert recovery.describe_image(root) == {"flavor": "f", "version": "1", "name": "1"}
+    assert json.loads((root / "cOS/recovery/1.layers.json").read_text())["layers"] == records
+    assert sorted(p.name for p in (root / "cOS/recovery").iterdir()) == [
+        "1.img", "1.json", "1.layers.json"
+    ]  # fmt: skip
+
+
+def test_installed_slots_record_their_layers_when_the_source_knows_them(tmp_path):
+    system = tmp_path / "system.img"
+    system.write_bytes(b"slot")
+    root = tmp_path / "state"
+    root.mkdir()
+    source = install.Source("test", tmp_path / "recovery.img", {}, slot_image=system)
+    source.slot_info = {"layers": ["sha256:a", "sha256:b"]}
+    source.slot_records = [{"digest": "sha256:b", "added_only": True, "paths": ["etc/x"]}]
+    install.write_slots(root, source, Progress(io.StringIO()))
+    for name in ("1", "2"):
+        assert json.loads(slots.layers_path(root, name).read_text()) == {
+            "layers": source.slot_records
+        }
 
 
 def test_unattended_install_settings():

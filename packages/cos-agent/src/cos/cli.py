@@ -11,7 +11,9 @@ Resolve REF to a digest once, pull this arch's image by digest (every blob check
 its signature with the keys in /etc/cos/keys, write it as a new slot and switch to it at
 the next boot, which is a trial: a new system that does not come up healthy is left for
 the previous one by itself. Without --image, IMAGE= from /oem/cos/upgrade.conf or
-/etc/cos/upgrade.conf is used."""
+/etc/cos/upgrade.conf is used. With --recovery, the image becomes the recovery system
+instead: made into a squashfs beside the current one on COS_RECOVERY, which the recovery
+entry boots only once it is whole."""
 
 ROLLBACK_HELP = """\
 Switch to the previous system: the passive slot becomes active from the next boot on, and
@@ -137,6 +139,11 @@ def cmd_upgrade(args) -> int:
     from cos import upgrade
 
     reference = args.image or upgrade.default_reference()
+    if args.recovery:
+        from cos.recovery import upgrade_recovery
+
+        print(upgrade_recovery(reference, check=not args.no_verify, dry_run=args.dry_run))
+        return 0
     print(upgrade.upgrade(reference, check=not args.no_verify, dry_run=args.dry_run))
     return 0
 
@@ -169,6 +176,10 @@ def parser() -> argparse.ArgumentParser:
         "--no-verify", action="store_true", help="DANGER: skip the signature check"
     )
     upgrade.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
+    upgrade.add_argument(
+        "--recovery", action="store_true",
+        help="write the image as the recovery system instead (the slots stay as they are)",
+    )  # fmt: skip
     upgrade.set_defaults(func=cmd_upgrade)
     rollback = sub.add_parser(
         "rollback", help="boot the previous system (passive slot) from now on",

@@ -15,6 +15,9 @@ Where the system comes from (--local):
                           recovery image's tree
     active or passive     the booted slot image on COS_STATE, COS_RECOVERY's image
     recovery              a slot made from the recovery image's tree, and that image
+What each layer above the first wrote (N.layers.json, see cos.slots) goes with the slot
+and the recovery image when the source has it, so the first upgrade after an install
+pulls only the layers the installed system lacks.
 """
 
 import json
@@ -22,7 +25,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -31,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cos import bootloader, grubenv, layout, slots
+from cos import bootloader, grubenv, layout, recovery, slots
 from cos.errors import CosError
 from cos.files import fsync_dir, read_json, write_json
 from cos.progress import Progress
@@ -57,6 +59,8 @@ class Source:
     plan: object = None  # an OCI image (cos.upgrade.Plan) to write from its layers
     slot_info: dict = field(default_factory=dict)
     slot_mib: int = 0
+    slot_records: list[dict] | None = None  # what the slot's layers wrote, when known
+    recovery_records: list[dict] | None = None  # the same for the recovery image
 
 
 # ---------------------------------------------------------------- checks
@@ -135,6 +139,11 @@ def booted() -> dict[str, str]:
     return slots.current_boot()
 
 
+def layer_records(path: Path) -> list[dict] | None:
+    """The records of a N.layers.json (or the ISO's system.layers.json), if there is one."""
+    return read_json(path).get("layers") if path.is_file() else None
+
+
 def local_source(steps: Progress) -> Source:
     boot = booted()
     kind = boot.get("slot", "")
@@ -143,6 +152,9 @@ def local_source(steps: Progress) -> Source:
         info = read_json(BOOTED / "cOS/system.json")
         system = BOOTED / "cOS/system.img"
         source = Source("the live system", recovery, {**info, "source": "installer ISO"})
+        # The ISO's system and recovery image are one build's rootfs: the same layers.
+        records = layer_records(BOOTED / "cOS/system.layers.json")
+        source.recovery_records = source.slot_records = records
         if system.is_file():
             source.slot_image = system
             source.slot_info = {**info, "source": "installer ISO"}
@@ -150,18 +162,20 @@ def local_source(steps: Progress) -> Source:
             source.tree_image = recovery
         return finish_source(source, steps)
     if kind == "recovery":
-        recovery = BOOTED / "cOS/recovery.img"
-        info = read_json(BOOTED / "cOS/recovery.json")
-        source = Source("the recovery system", recovery, info, tree_image=recovery)
+        image = BOOTED / boot.get("image", "").lstrip("/")
+        info = read_json(recovery.info_path(image))
+        source = Source("the recovery system", image, info, tree_image=image)
+        source.recovery_records = layer_records(recovery.layers_path(image))
+        source.slot_records = source.recovery_records
         return finish_source(source, steps)
     if kind in ("active", "passive"):
         image = BOOTED / boot.get("image", "").lstrip("/")
         name = slots.booted_name(boot)
         info = read_json(slots.info_path(BOOTED, name)) if name else {}
-        recovery, recovery_info = copy_of_recovery()
-        source = Source(f"the {kind} system ({image.name})", recovery, recovery_info)
+        source = copy_of_recovery(f"the {kind} system ({image.name})")
         source.slot_image = image
         source.slot_info = info
+        source.slot_records = layer_records(slots.layers_path(BOOTED, name)) if name else None
         return finish_source(source, steps)
     raise CosError(
         "cannot tell which system is running (no /run/cos/boot): use --image REF, or run "
@@ -169,16 +183,19 @@ def local_source(steps: Progress) -> Source:
     )
 
 
-def copy_of_recovery() -> tuple[Path, dict]:
-    """COS_RECOVERY's image, copied to /run (the partition is unmounted again)."""
+def copy_of_recovery(describe: str) -> Source:
+    """A source with COS_RECOVERY's image, copied to /run (the partition is unmounted
+    again) with what it holds."""
     from cos.partitions import mounted
 
     WORK.mkdir(parents=True, exist_ok=True)
     target = WORK / "recovery.img"
     with mounted("COS_RECOVERY") as root:
-        shutil.copyfile(root / "cOS/recovery.img", target)
-        info = read_json(root / "cOS/recovery.json")
-    return target, info
+        image = recovery.current_image(root)
+        shutil.copyfile(image, target)
+        source = Source(describe, target, read_json(recovery.info_path(image)))
+        source.recovery_records = layer_records(recovery.layers_path(image))
+    return source
 
 
 def finish_source(source: Source, steps: Progress) -> Source:
@@ -199,17 +216,7 @@ def image_source(reference: str, verify: bool, steps: Progress) -> Source:
     is the running system's."""
     from cos import upgrade
 
-    steps.say(f"resolving {reference}")
-    plan = upgrade.resolve(reference, upgrade.machine_arch())
-    if verify:
-        key = upgrade.check_signature(plan)
-        steps.say(f"signature of {plan.repository}@{plan.digest} verified with {key}")
-    else:
-        print(
-            f"WARNING: --no-verify: {plan.repository}@{plan.digest} is NOT checked against "
-            f"the keys in {upgrade.KEYS_DIR}",
-            file=sys.stderr,
-        )
+    plan = upgrade.resolve_verified(reference, verify, steps)
     label = str(plan.labels.get(upgrade.SLOT_SIZE_LABEL, ""))
     if not label.isdigit():
         raise CosError(
@@ -222,6 +229,7 @@ def image_source(reference: str, verify: bool, steps: Progress) -> Source:
     source = Source(
         f"{plan.repository}@{plan.digest}", local.recovery_image, local.recovery_info, plan=plan
     )
+    source.recovery_records = local.recovery_records
     source.slot_mib = -(-int(label) // layout.MiB)
     source.slot_info = upgrade.slot_facts(plan, FIRST_ACTIVE)
     return source
@@ -311,19 +319,33 @@ def write_slots(root: Path, source: Source, steps: Progress) -> None:
         with steps.step(f"making slot {FIRST_ACTIVE} from {source.tree_image}"):
             make_slot_from_tree(source.tree_image, active, source.slot_mib)
     else:
-        from cos import upgrade
-
-        with steps.step(f"pulling {source.describe} into slot {FIRST_ACTIVE}"):
-            upgrade.write_slot(
-                source.plan, root, FIRST_ACTIVE, source.slot_mib * layout.MiB, steps, None, 0
-            )
+        source.slot_records = pull_slot(source, root, FIRST_ACTIVE, steps)
     os.link(active, slots.image_path(root, FIRST_PASSIVE))
-    written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for name in (FIRST_ACTIVE, FIRST_PASSIVE):
-        info = {**source.slot_info, "name": name, "written": written}
-        write_json(slots.info_path(root, name), info)
-    fsync_dir(root / slots.SLOTS)
+    record_slots(root, source, (FIRST_ACTIVE, FIRST_PASSIVE))
     slots.write_pointer(root, slots.Pointer(active=FIRST_ACTIVE, passive=FIRST_PASSIVE))
+
+
+def pull_slot(source: Source, root: Path, name: str, steps: Progress) -> list[dict]:
+    """Slot `name` written from the source's OCI image, as `cos upgrade` writes one (from
+    scratch: nothing on this disk to start from); the records of its layers."""
+    from cos import upgrade
+
+    with steps.step(f"pulling {source.describe} into slot {name}"):
+        return upgrade.write_slot(
+            source.plan, root, name, source.slot_mib * layout.MiB, steps, None, upgrade.Start()
+        )
+
+
+def record_slots(root: Path, source: Source, names: tuple[str, ...]) -> None:
+    """What each of the slots holds (N.json) and, when known, what its layers wrote."""
+    written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for name in names:
+        write_json(
+            slots.info_path(root, name), {**source.slot_info, "name": name, "written": written}
+        )
+        if source.slot_records is not None:
+            write_json(slots.layers_path(root, name), {"layers": source.slot_records})
+    fsync_dir(root / slots.SLOTS)
 
 
 def make_slot_from_tree(squashfs: Path, target: Path, size_mib: int) -> None:
@@ -343,9 +365,8 @@ def make_slot_from_tree(squashfs: Path, target: Path, size_mib: int) -> None:
 def write_recovery(root: Path, source: Source, steps: Progress) -> None:
     mib = image_mib(source.recovery_image)
     with steps.step(f"copying the recovery image ({mib} MiB)"):
-        (root / "cOS").mkdir()
-        copy_file(source.recovery_image, root / "cOS/recovery.img")
-        write_json(root / "cOS/recovery.json", source.recovery_info)
+        with recovery.new_image(root, source.recovery_info, source.recovery_records) as partial:
+            copy_file(source.recovery_image, partial)
 
 
 def read_config(config: str) -> bytes:

@@ -3,7 +3,7 @@
 GPT, 1 MiB aligned:
     COS_GRUB        vfat ESP: GRUB's EFI binary, grub.cfg, grubenv
     COS_OEM         ext4: the user's cloud-config (the install config), health checks
-    COS_RECOVERY    ext4: cOS/recovery.img (squashfs) and cOS/recovery.json
+    COS_RECOVERY    ext4: the recovery image (squashfs; cos.recovery), room for two
     COS_STATE       ext4: the slots (room for three: active, passive, one being written)
     COS_PERSISTENT  ext4: /usr/local and the persistent paths; the rest of the disk
 """
@@ -55,7 +55,9 @@ def slot_size_mib(rootfs: Path) -> int:
 
 
 def recovery_partition_mib(recovery_mib: int) -> int:
-    return recovery_mib + recovery_mib // 10 + 32
+    # Two images: `cos upgrade --recovery` writes the new one whole beside the old one,
+    # which may be a fifth bigger.
+    return 2 * recovery_mib + recovery_mib // 5 + 32
 
 
 def state_partition_mib(slot_mib: int) -> int:

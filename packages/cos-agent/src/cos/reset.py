@@ -12,7 +12,7 @@ import subprocess
 
 from cos import install, layout, slots
 from cos.errors import CosError
-from cos.files import fsync_dir, write_json
+from cos.files import fsync_dir
 from cos.partitions import device, mounted, mountpoint_of
 from cos.progress import Progress
 from cos.runner import run
@@ -81,12 +81,7 @@ def reset(
         active = str(int(passive) + 1)
         target = slots.image_path(root, passive)
         if source.plan is not None:
-            from cos import upgrade
-
-            with steps.step(f"pulling {source.describe} into slot {passive}"):
-                upgrade.write_slot(
-                    source.plan, root, passive, source.slot_mib * layout.MiB, steps, None, 0
-                )
+            source.slot_records = install.pull_slot(source, root, passive, steps)
         elif source.slot_image is not None:
             with steps.step(f"copying the system to slot {passive}"):
                 install.copy_file(source.slot_image, target)
@@ -94,17 +89,15 @@ def reset(
             with steps.step(f"making slot {passive} from {source.tree_image}"):
                 install.make_slot_from_tree(source.tree_image, target, source.slot_mib)
         os.link(target, slots.image_path(root, active))
-        for name in (passive, active):
-            write_json(slots.info_path(root, name), {**source.slot_info, "name": name})
-        fsync_dir(root / slots.SLOTS)
+        install.record_slots(root, source, (passive, active))
         slots.update_grubenv(
             **dict.fromkeys(slots.ASSESSMENT_KEYS, ""), next_entry="", saved_entry=""
         )
         slots.write_pointer(root, slots.Pointer(active=active, passive=passive))
         if old is not None:
             for name in {old.active, old.passive}:
-                slots.image_path(root, name).unlink(missing_ok=True)
-                slots.info_path(root, name).unlink(missing_ok=True)
+                for path in slots.files_of(root, name):
+                    path.unlink()
         fsync_dir(root / slots.SLOTS)
         slots.record(
             root, "reset", to_slot=active, source=source.describe,

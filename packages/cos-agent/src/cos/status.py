@@ -44,15 +44,13 @@ def gather() -> dict:
 
 
 def recovery_status() -> dict:
-    """What COS_RECOVERY's image holds (cOS/recovery.json beside it)."""
-    from cos.files import read_json
+    """What the recovery image GRUB boots holds (cos.recovery)."""
+    from cos import recovery
     from cos.partitions import mounted
 
     try:
         with mounted("COS_RECOVERY") as root:
-            if not (root / "cOS/recovery.img").is_file():
-                return {"recovery_error": "COS_RECOVERY holds no cOS/recovery.img"}
-            return {"recovery": read_json(root / "cOS/recovery.json")}
+            return {"recovery": recovery.describe_image(root)}
     except CosError as exc:
         return {"recovery_error": str(exc)}
 
@@ -78,7 +76,12 @@ def describe(slot: dict) -> str:
 
 def describe_recovery(info: dict) -> str:
     digest = info.get("digest") or info.get("manifest") or ""
-    parts = [f"{info.get('flavor', '?')} {info.get('version', '?')}", digest, info.get("source")]
+    parts = [
+        f"image {info.get('name', '?')}",
+        f"{info.get('flavor', '?')} {info.get('version', '?')}",
+        digest,
+        info.get("source"),
+    ]
     return "  ".join(p for p in parts if p)
 
 

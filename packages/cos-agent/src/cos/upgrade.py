@@ -138,6 +138,28 @@ def check_signature(plan: Plan, keys_dir: Path | None = None) -> Path:
     )
 
 
+def resolve_verified(reference: str, check: bool, progress: Progress) -> Plan:
+    """The reference resolved once, and its signature checked unless `check` is off (said
+    on stderr): what every verb that writes an image from a registry starts with."""
+    progress.stage(f"resolving {reference}")
+    plan = resolve(reference, machine_arch())
+    progress.stage(
+        f"{plan.repository}@{plan.digest}: {len(plan.layers)} layers, "
+        f"{plan.download_bytes / MiB:.1f} MiB"
+    )
+    if check:
+        key = check_signature(plan)
+        progress.stage(f"signature verified with {key}")
+    else:
+        print(
+            f"WARNING: --no-verify: {plan.repository}@{plan.digest} is NOT checked against "
+            f"the keys in {KEYS_DIR}; anyone who can write to that registry decides what "
+            "this machine runs",
+            file=sys.stderr,
+        )
+    return plan
+
+
 @contextmanager
 def one_upgrade_at_a_time():
     LOCK.parent.mkdir(parents=True, exist_ok=True)
@@ -257,22 +279,7 @@ def upgrade(
     progress = progress or Progress()
     with one_upgrade_at_a_time():
         boot = slots.current_boot()
-        progress.stage(f"resolving {reference}")
-        plan = resolve(reference, machine_arch())
-        progress.stage(
-            f"{plan.repository}@{plan.digest}: {len(plan.layers)} layers, "
-            f"{plan.download_bytes / MiB:.1f} MiB"
-        )
-        if check:
-            key = check_signature(plan)
-            progress.stage(f"signature verified with {key}")
-        else:
-            print(
-                f"WARNING: --no-verify: {plan.repository}@{plan.digest} is NOT checked against "
-                f"the keys in {KEYS_DIR}; anyone who can write to that registry decides what "
-                "this machine runs",
-                file=sys.stderr,
-            )
+        plan = resolve_verified(reference, check, progress)
         with slots.state_partition(writable=not dry_run) as root:
             pointer = slots.read_pointer(root)
             if slots.booted_name(boot) != pointer.active:
