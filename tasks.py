@@ -108,11 +108,13 @@ def push(c, flavor=None, arch=None, port=5000, registry=None, test_images=False)
         "k": "pytest -k expression",
         "workers": "pytest-xdist workers for the VM tests",
         "slow": "include slow scenarios",
+        "repeat": "run the VM scenarios N times and print passes and failures per test",
     }
 )
 @guard
-def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
-    """Run unit tests, then boot the built image and run the VM scenarios."""
+def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False, repeat=1):
+    """Run unit tests, then boot the built image and run the VM scenarios; ends with the
+    machine timing summary (build/reports/summary.json)."""
     from toolkit.suite import run_tests
     from vm.hostcheck import ensure_host
 
@@ -124,6 +126,7 @@ def test(c, flavor=None, arch=None, unit=False, k=None, workers=1, slow=False):
         workers=int(workers),
         slow=slow,
         prepare_host=lambda arches: ensure_host(arches=arches),
+        repeat=int(repeat),
     )
     if code:
         raise Exit(code=code)

@@ -1,19 +1,25 @@
 """Guest command helpers, written once against an abstract `run`, as the NixOS test driver
-does: succeed, fail, execute, wait_until_succeeds, wait_for_unit, systemctl, copy_to and
-copy_from.
+does: succeed, fail, execute, systemctl, the waits (wait_until_succeeds, wait_until_fails,
+wait_for_unit, wait_for_file, wait_for_open_port), nested steps, copy_to and copy_from.
+
+What the guest does wrong raises a ScenarioFailed (an AssertionError: CommandFailed,
+UnitFailed, WaitTimedOut); what keeps the harness from asking raises a VmError.
+Every wait is logged as a nested step (vm/steps.py).
 
 A transport (Machine: SSH) provides `run`, the two file transfers and, when it has a
 domain to look after, `supervise`. Timeouts are in KVM seconds and scaled by `scale`
 (4 under TCG, 8 for an emulated foreign arch), so tests state one number for all hosts.
 """
 
+import contextlib
 import shlex
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from vm.errors import CommandFailed, GuestUnreachable, VmError
+from vm.errors import CommandFailed, GuestUnreachable, UnitFailed, WaitTimedOut
 from vm.ssh import CommandResult
+from vm.steps import step
 
 # Base timeouts in seconds under KVM (see the module docstring).
 COMMAND_TIMEOUT = 120.0
@@ -81,9 +87,14 @@ class GuestCommands(ABC):
         """`systemctl ARGUMENTS` (given as shell words); returns its exit code and stdout."""
         return self.execute(f"systemctl {arguments}", timeout)
 
-    def wait_until_succeeds(
-        self, command: str, timeout: float | None = None, interval: float = 1.0
-    ) -> str:
+    def nested(self, title: str) -> contextlib.AbstractContextManager[None]:
+        """A step of a scenario, logged with its duration and the steps inside it."""
+        return step(f"{self.name}: {title}")
+
+    def _retry(
+        self, command: str, want_success: bool, timeout: float | None, interval: float
+    ) -> CommandResult:
+        """Run `command` until its exit code is (or, without `want_success`, is not) 0."""
         limit = self.scaled(timeout or COMMAND_TIMEOUT)
         deadline = time.monotonic() + limit
         last = None
@@ -92,8 +103,8 @@ class GuestCommands(ABC):
                 last = self.run(
                     command, timeout=max(1.0, (deadline - time.monotonic()) / self.scale)
                 )
-                if last.rc == 0:
-                    return last.stdout
+                if (last.rc == 0) == want_success:
+                    return last
             except GuestUnreachable:
                 if not self.supervise():
                     raise  # stopped for good: waiting longer cannot help
@@ -106,8 +117,8 @@ class GuestCommands(ABC):
                     else "no attempt finished"
                 )
                 raise CommandFailed(
-                    f"{self.name}: {command!r} did not succeed within {limit:.0f} s; "
-                    f"last try: {out}",
+                    f"{self.name}: {command!r} did not {'succeed' if want_success else 'fail'}"
+                    f" within {limit:.0f} s; last try: {out}",
                     command,
                     last.rc if last else -1,
                     last.stdout if last else "",
@@ -115,8 +126,45 @@ class GuestCommands(ABC):
                 )
             time.sleep(interval)
 
+    def wait_until_succeeds(
+        self, command: str, timeout: float | None = None, interval: float = 1.0
+    ) -> str:
+        """Run `command` until it exits 0; returns its stdout."""
+        with self.nested(f"waiting for success: {command}"):
+            return self._retry(command, True, timeout, interval).stdout
+
+    def wait_until_fails(
+        self, command: str, timeout: float | None = None, interval: float = 1.0
+    ) -> str:
+        """Run `command` until it exits non-zero; returns its stdout and stderr."""
+        with self.nested(f"waiting for failure: {command}"):
+            result = self._retry(command, False, timeout, interval)
+            return result.stdout + result.stderr
+
+    def wait_for_file(self, path: str, timeout: float | None = None) -> None:
+        """Wait until `path` exists in the guest."""
+        with self.nested(f"waiting for file {path}"):
+            self._wait_for(f"test -e {shlex.quote(path)}", f"file {path} did not appear", timeout)
+
+    def wait_for_open_port(self, port: int, timeout: float | None = None) -> None:
+        """Wait until a process in the guest listens on TCP `port` (any address)."""
+        with self.nested(f"waiting for TCP port {port}"):
+            probe = f"ss -Htln 'sport = :{int(port)}' | grep -q ."
+            self._wait_for(probe, f"nothing listens on TCP port {port}", timeout)
+
+    def _wait_for(self, probe: str, what: str, timeout: float | None) -> None:
+        try:
+            self._retry(probe, True, timeout, 1.0)
+        except CommandFailed as exc:
+            limit = self.scaled(timeout or COMMAND_TIMEOUT)
+            raise WaitTimedOut(f"{self.name}: {what} within {limit:.0f} s") from exc
+
     def wait_for_unit(self, unit: str, timeout: float | None = None) -> None:
         """Wait until `unit` is active; fail at once when it has failed."""
+        with self.nested(f"waiting for unit {unit}"):
+            self._wait_for_unit(unit, timeout)
+
+    def _wait_for_unit(self, unit: str, timeout: float | None) -> None:
         limit = self.scaled(timeout or UNIT_TIMEOUT)
         deadline = time.monotonic() + limit
         quoted = shlex.quote(unit)
@@ -132,9 +180,9 @@ class GuestCommands(ABC):
                     f"systemctl status --no-pager --lines 0 {quoted}; "
                     f"journalctl -b --no-pager -n 40 -u {quoted}"
                 ).stdout
-                raise VmError(f"{self.name}: unit {unit} failed:\n{details}")
+                raise UnitFailed(f"{self.name}: unit {unit} failed:\n{details}")
             if time.monotonic() > deadline:
-                raise VmError(
+                raise WaitTimedOut(
                     f"{self.name}: unit {unit} not active within {limit:.0f} s "
                     f"(state: {state or 'unknown'})"
                 )

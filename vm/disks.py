@@ -51,6 +51,15 @@ def create_overlay(base: Path, dest: Path, size: str | None = None) -> Path:
     return dest
 
 
+def create_overlay_on_saved(saved: Path, dest: Path) -> Path:
+    """A qcow2 overlay on a saved state's disk, which stays read-only under it: the saved
+    disk lives in its state's folder and only `vm.clean` or a changed image removes it."""
+    if not saved.is_file():
+        raise VmError(f"saved disk {saved} does not exist")
+    _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(saved), str(dest))
+    return dest
+
+
 def create_blank(dest: Path, size: str) -> Path:
     _qemu_img("create", "-q", "-f", "qcow2", str(dest), size)
     return dest

@@ -64,6 +64,10 @@ class DomainSpec:
     # from it on an image whose /etc starts empty, and libvirt would pick a new one for
     # every start of a transient domain (a cold reboot would make a new machine).
     uuid: str = field(default_factory=lambda: str(uuid4()))
+    # The SMBIOS system UUID the guest sees when it is not `uuid`: a machine restored from
+    # a saved state runs as its own domain (libvirt wants one UUID per domain) but keeps
+    # the template's identity, so its machine ID survives a cold reboot.
+    smbios_uuid: str | None = None
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
 
@@ -93,6 +97,14 @@ def netdev_args(ssh_port: int, registry_port: int | None) -> list[str]:
         "-device",
         "virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x10",
     ]
+
+
+def qemu_args(spec: "DomainSpec") -> list[str]:
+    """The arguments libvirt passes on to QEMU as they are (qemu:commandline)."""
+    args = netdev_args(spec.ssh_port, spec.registry_port)
+    if spec.smbios_uuid:
+        args += ["-smbios", f"type=1,uuid={spec.smbios_uuid}"]
+    return args
 
 
 def metadata_element(owner: Owner, workdir: Path) -> ET.Element:
@@ -191,7 +203,7 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(sec, "label", f"+{spec.uid}:+{spec.gid}")
 
     cmdline = _sub(dom, f"{{{QEMU_NS}}}commandline")
-    for arg in netdev_args(spec.ssh_port, spec.registry_port):
+    for arg in qemu_args(spec):
         _sub(cmdline, f"{{{QEMU_NS}}}arg", value=arg)
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode") + "\n"

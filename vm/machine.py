@@ -7,6 +7,10 @@ supervision (console offsets, boot timing, guest resets, firmware stalls, the em
 patching race) is vm/supervisor.py. Checks such as `is_running` only report; the wait
 loops call `supervise`, the one step that starts a machine again.
 
+A machine either boots, or is restored from a saved running state (vm/savedstate.py:
+`start(restore=state)`), which under TCG answers SSH in a few seconds instead of half a
+minute; after that first start it is an ordinary machine (reboots and power cycles boot).
+
 Every wait takes a timeout in KVM seconds and multiplies it by `machine.scale`
 (4 under TCG, 8 for an emulated foreign arch), so tests state one number for all hosts.
 """
@@ -25,20 +29,22 @@ import libvirt
 import paramiko
 
 from toolkit.arch import get_arch, host_arch
-from vm import disks, health
+from vm import disks, health, savedstate, timing
 from vm import ssh as sshlib
 from vm.accel import Accel, choose_accel, timeout_scale
 from vm.commands import COMMAND_TIMEOUT, GuestCommands
 from vm.connection import connect, default_uri
 from vm.console import ConsoleLog
-from vm.domain import DOMAIN_PREFIX, DiskSpec, DomainSpec, domain_xml
+from vm.domain import DOMAIN_PREFIX, DiskSpec, DomainSpec, domain_xml, metadata_element, qemu_args
 from vm.errors import CommandFailed, GuestUnreachable, HealthGateFailed, VmError
 from vm.firmware import find_firmware
 from vm.hostcheck import seccomp_problem
 from vm.ports import PortLease, allocate_port
+from vm.savedstate import SavedState
 from vm.seed import CloudConfig, make_seed_iso
 from vm.sshkey import harness_key
 from vm.state import KeptMachine
+from vm.steps import step
 from vm.supervisor import BootSupervisor
 from vm.testrun import current_run
 
@@ -110,6 +116,8 @@ class Machine(GuestCommands):
         self._host: object | None = None
         self._host_client: paramiko.SSHClient | None = None
         self._prepared = False
+        self._restore: SavedState | None = None  # the state this machine was restored from
+        self.restores = 0
         if not self.options.keep:
             self._testrun.on_exit(id(self), self.cleanup)
 
@@ -160,6 +168,8 @@ class Machine(GuestCommands):
     @property
     def hostname(self) -> str:
         """The given hostname, or one made from the domain name (RFC 1123: no '_')."""
+        if self._restore is not None:
+            return self._restore.hostname  # the template's, applied before the save
         if self.options.hostname:
             return self.options.hostname
         return re.sub(r"[^a-z0-9-]+", "-", self.name.lower())[:63].strip("-")
@@ -171,6 +181,10 @@ class Machine(GuestCommands):
         opts = self.options
         firmware = find_firmware(self.arch)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self._restore is not None:
+            self._prepare_from(self._restore)
+            self._prepared = True
+            return
         shutil.copyfile(firmware.vars_template, self.workdir / "efivars.fd")
         system = self.workdir / "disk.qcow2"
         if opts.image is not None:
@@ -184,6 +198,14 @@ class Machine(GuestCommands):
             instance_id=self.name, extra=opts.cloud_config,
         )  # fmt: skip
         self._prepared = True
+
+    def _prepare_from(self, state: SavedState) -> None:
+        """The files of a restored machine: a new overlay on each disk as it was saved,
+        and the firmware variables and seed the saved guest has already read."""
+        for name in state.disks:
+            disks.create_overlay_on_saved(state.folder / name, self.workdir / name)
+        for name in ("efivars.fd", "seed.iso"):
+            shutil.copyfile(state.folder / name, self.workdir / name)
 
     def _disks(self) -> list[DiskSpec]:
         opts = self.options
@@ -207,7 +229,7 @@ class Machine(GuestCommands):
             disks=self._disks(), registry_port=self.options.registry_port,
             memory_mib=self.options.memory_mib, vcpus=self.options.vcpus,
             cpu_model=self.options.cpu_model, cold_reboots=self._cold_reboots,
-            uuid=self._uuid,
+            uuid=self._uuid, smbios_uuid=self._restore.uuid if self._restore else None,
         )  # fmt: skip
 
     def _write_ssh_config(self) -> None:
@@ -226,14 +248,24 @@ class Machine(GuestCommands):
         timeout: float | None = None,
         check_health: bool = True,
         fail_fast: bool = True,
+        restore: SavedState | None = None,
     ) -> None:
-        """Create the domain; with `wait`, also wait for SSH and pass the health gate."""
+        """Create the domain; with `wait`, also wait for SSH and pass the health gate.
+
+        `restore`: on the first start, resume this saved state instead of booting (the
+        state must be of the same options); later starts boot as any machine does."""
         if self.is_running():
             raise VmError(f"{self.name} is already running")
         if self.options.registry_port:
             problem = seccomp_problem()
             if problem:
                 raise VmError(f"cannot start {self.name} with a registry forward: {problem}")
+        if restore is not None:
+            if self._prepared:
+                raise VmError(f"{self.name} has its own disks already: it cannot be restored")
+            self._restore = restore
+            self._restore_from_state(restore, timeout, check_health)
+            return
         while True:
             self.prepare()
             self._create_new_domain()
@@ -278,6 +310,71 @@ class Machine(GuestCommands):
                     self._port = None
                     continue
                 raise VmError(f"starting {self.name} failed: {message}") from None
+
+    def _restore_from_state(
+        self, state: SavedState, timeout: float | None, check_health: bool
+    ) -> None:
+        """Resume `state` as this machine: own overlays, port, name and owner tag; then set
+        the guest's clock (it stopped at the save) and pass the health gate."""
+        with step(f"{self.name}: restoring saved state {state.key}"):
+            started = time.monotonic()
+            self.prepare()
+            if self._port is None:
+                self._port = allocate_port()
+            self._write_ssh_config()
+            self._xml = domain_xml(self._spec())  # what a cold reboot starts from now on
+            (self.workdir / "domain.xml").write_text(self._xml)
+            spec = self._spec()
+            xml = savedstate.retarget_xml(
+                (state.folder / savedstate.SAVED_XML).read_text(),
+                old_dir=state.folder, new_dir=self.workdir, name=self.name, uuid=self._uuid,
+                metadata=metadata_element(spec.owner, self.workdir), qemu_args=qemu_args(spec),
+            )  # fmt: skip
+            conn = connect(self.uri)
+            self._boot.new_instance(restored=True)
+            self._begin_boot()
+            with savedstate.locked(state.key):
+                savedstate.write_header_xml(state.memory, xml)
+                try:
+                    conn.restoreFlags(str(state.memory), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                except libvirt.libvirtError as exc:
+                    raise VmError(
+                        f"restoring {self.name} from {state.memory} failed: "
+                        f"{exc.get_error_message() or exc}"
+                    ) from None
+            self._domain = conn.lookupByName(self.name)
+            resumed = round(time.monotonic() - started, 2)
+            self.wait_for_ssh(timeout, check_health=False)
+            # The guest's wall clock stood still while the state was on disk.
+            self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
+            self.restores += 1
+            self.boot_history[-1]["restore"] = resumed
+            timing.note("restore", self, self.boot_history[-1])
+            if check_health:
+                self.check_health()
+
+    def save_state(self, state: SavedState) -> SavedState:
+        """Save this running machine into `state.folder` (its workdir) and stop it: the
+        memory to memory.save, the domain XML libvirt wrote with it to saved.xml. The disks
+        stay as they are, for restores to put overlays on."""
+        if self.workdir != state.folder or self._domain is None:
+            raise VmError(f"{self.name}: only a running machine in {state.folder} can be saved")
+        with step(f"{self.name}: saving its running state to {state.folder}"):
+            self.succeed("sync")
+            self._close_ssh()  # no open connection in the saved network state
+            time.sleep(0.5)  # let the guest see the connection go
+            memory = state.folder / savedstate.MEMORY_FILE
+            try:
+                self._domain.save(str(memory))
+                xml = connect(self.uri).saveImageGetXMLDesc(str(memory), 0)
+            except libvirt.libvirtError as exc:
+                raise VmError(
+                    f"saving {self.name} to {memory} failed: {exc.get_error_message() or exc}"
+                ) from None
+            (state.folder / savedstate.SAVED_XML).write_text(xml)
+        self._domain = None
+        self._stop_timer()
+        return state
 
     def _create_domain(self, conn: libvirt.virConnect) -> None:
         # A transient domain that dies with our libvirt connection: a crashed or killed
@@ -400,6 +497,8 @@ class Machine(GuestCommands):
             self.boot_id = boot_id
             break
         self._boot.end_boot()
+        if not self._boot.instance_restored:
+            timing.note("boot", self, self.boot_history[-1])
         if check_health:
             self.check_health()
 

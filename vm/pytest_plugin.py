@@ -5,9 +5,17 @@ Fixtures: `machine` (a booted machine of --flavor/--arch, SSH ready), `machine_f
 `installer_machine` (the installer ISO with a blank disk),
 `registry` (a local registry the guests reach at 10.0.2.100:5000), `vm_arch`, `vm_settings`.
 Nothing here touches libvirt until a test asks for a machine, so unit tests stay light.
+
+A machine of a built disk is restored from a saved running state of the same options
+(vm/restore.py) unless the test asks for a real boot: `@pytest.mark.machine(boot=True)`.
+The same marker declares a test's other needs (arches, memory, disks, no health gate).
+
+Each test's boots, restores and saved states are recorded (vm/timing.py); the session ends
+with a timing summary, also written as JSON with --timing-json.
 """
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -26,6 +34,12 @@ from toolkit.errors import CosError
 ARTIFACTS_ENV = "COS_ARTIFACTS_DIR"
 _reports_key = pytest.StashKey[dict[str, pytest.TestReport]]()
 _settings_key = pytest.StashKey["VmSettings"]()
+_events_key = pytest.StashKey[int]()
+_timings_key = pytest.StashKey[dict[str, dict[str, Any]]]()
+
+# What @pytest.mark.machine(...) may declare: MachineOptions fields, and these.
+MARKER_NEEDS = {"arches", "boot", "health_gate"}
+MARKER_OPTIONS = {"memory_mib", "vcpus", "disk_size", "blank_disk", "cloud_config", "hostname"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,7 @@ class VmSettings:
     uri: str
     keep: bool
     artifacts_dir: Path
+    restore: bool = True  # machines of a built disk start from saved states
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,6 +66,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--keep-vms", action="store_true", help="leave the machines running after the tests"
+    )
+    group.addoption(
+        "--no-restore",
+        action="store_true",
+        help="boot every machine instead of restoring saved running states",
+    )
+    group.addoption(
+        "--timing-json",
+        default=None,
+        help="write each test's duration, boots, restores and boot phases to this file",
     )
     group.addoption(
         "--artifacts-dir",
@@ -79,6 +104,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # Declared in pyproject.toml too; here so the plugin works from any rootdir.
     config.addinivalue_line("markers", "vm: boots real QEMU machines through libvirt")
     config.addinivalue_line("markers", "slow: long scenario (several boots or an upgrade)")
+    config.addinivalue_line(
+        "markers",
+        "machine(boot=False, health_gate=True, arches=None, **options): what the test's "
+        "machines need: a real boot instead of a restore, no health gate, the arches it "
+        "runs on, and MachineOptions such as memory_mib, blank_disk, disk_size",
+    )
+    config.stash[_timings_key] = {}
+    config.pluginmanager.register(_Timings(config), "cos_vm_timings")
     flavor = config.getoption("--flavor") or os.environ.get("COS_FLAVOR") or DEFAULT_FLAVOR
     try:
         arches = _arches(flavor, config.getoption("--arch") or os.environ.get("COS_ARCH"))
@@ -95,17 +128,47 @@ def pytest_configure(config: pytest.Config) -> None:
         uri=uri,
         keep=bool(config.getoption("--keep-vms")),
         artifacts_dir=Path(artifacts).resolve() if artifacts else paths.build_dir() / "artifacts",
+        restore=not config.getoption("--no-restore") and os.environ.get("COS_VM_RESTORE") != "0",
     )
 
 
 VM_FIXTURES = {"machine", "machine_factory", "installer_machine", "shared_machine"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that boots machines is a `vm` test even if its author forgot the mark."""
+def machine_needs(node: pytest.Item | pytest.Collector | None) -> dict[str, Any]:
+    """The needs declared with @pytest.mark.machine on a test, its class or its module
+    (the closest wins); an unknown name is a usage error naming the test and the name."""
+    marker = node.get_closest_marker("machine") if node is not None else None
+    if marker is None:
+        return {}
+    if marker.args:
+        raise pytest.UsageError(f"{node.nodeid}: @pytest.mark.machine takes names only")
+    unknown = set(marker.kwargs) - MARKER_NEEDS - MARKER_OPTIONS
+    if unknown:
+        known = ", ".join(sorted(MARKER_NEEDS | MARKER_OPTIONS))
+        raise pytest.UsageError(
+            f"{node.nodeid}: @pytest.mark.machine does not know {', '.join(sorted(unknown))} "
+            f"(known: {known})"
+        )
+    return dict(marker.kwargs)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that boots machines is a `vm` test even if its author forgot the mark; a
+    test whose declared arches leave out the arch under test is skipped, saying so."""
+    settings = config.stash[_settings_key]
     for item in items:
         if VM_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.vm)
+        arches = machine_needs(item).get("arches")
+        if arches is not None:
+            callspec = getattr(item, "callspec", None)
+            arch = callspec.params.get("vm_arch") if callspec else None
+            arch = arch or settings.arches[0]
+            if arch not in arches:
+                item.add_marker(
+                    pytest.mark.skip(reason=f"needs {', '.join(arches)}; this run is {arch}")
+                )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -118,10 +181,70 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
-    """Keep each phase's report on the item, so fixtures know in teardown if it failed."""
+    """Keep each phase's report on the item, so fixtures know in teardown if it failed;
+    say whether a failure is the system's or the harness's; hand the test's machine
+    events to the report (user_properties travel from xdist workers to the controller)."""
+    from vm import timing
+    from vm.errors import failure_kind
+
     report = yield
     item.stash.setdefault(_reports_key, {})[report.when] = report
+    if report.failed and call.excinfo is not None:
+        report.user_properties.append(("failure_kind", failure_kind(call.excinfo.value)))
+    if report.when == "teardown":
+        events = timing.since(item.stash.get(_events_key, timing.mark()))
+        report.user_properties.append(("vm_events", json.dumps(events)))
     return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from vm import timing
+
+    item.stash[_events_key] = timing.mark()
+
+
+class _Timings:
+    """Collects each test's phases on the controller (or the only process)."""
+
+    def __init__(self, config: pytest.Config):
+        self.tests = config.stash[_timings_key]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        entry = self.tests.setdefault(
+            report.nodeid,
+            {"test": report.nodeid, "duration": 0.0, "outcome": "passed", "events": []},
+        )
+        entry["duration"] = round(entry["duration"] + report.duration, 2)
+        if report.failed:
+            entry["outcome"] = "failed" if report.when == "call" else "error"
+        elif report.skipped and entry["outcome"] == "passed":
+            entry["outcome"] = "skipped"
+        for name, value in report.user_properties:
+            if name == "failure_kind" and report.failed:
+                entry["failure_kind"] = value
+            elif name == "vm_events" and report.when == "teardown":
+                entry["events"] = json.loads(value)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from toolkit.testreport import summarize, summary_table
+
+    if hasattr(config, "workerinput"):
+        return  # the controller reports for every worker
+    tests = list(config.stash[_timings_key].values())
+    settings = config.stash[_settings_key]
+    summary = summarize(
+        tests, settings.flavor, settings.arches[0] if len(settings.arches) == 1 else ""
+    )
+    if any(t["events"] for t in tests):
+        terminalreporter.write_sep("=", "machine timing")
+        for line in summary_table(summary):
+            terminalreporter.write_line(line)
+    path = config.getoption("--timing-json")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _failed(request: pytest.FixtureRequest) -> bool:
@@ -150,6 +273,7 @@ def vm_host(vm_settings: VmSettings) -> Iterator[VmSettings]:
     from vm.cleanup import clean_orphans
     from vm.connection import connect
     from vm.hostcheck import kvm_device_problem, seccomp_problem
+    from vm.savedstate import prune as prune_states
 
     try:
         connect(vm_settings.uri)
@@ -160,6 +284,8 @@ def vm_host(vm_settings: VmSettings) -> Iterator[VmSettings]:
             warnings.warn(problem, stacklevel=1)
     with contextlib.suppress(CosError, OSError):
         clean_orphans(vm_settings.uri)
+    with contextlib.suppress(OSError):
+        prune_states()  # states of images that were rebuilt since
     yield vm_settings
 
 
@@ -198,10 +324,17 @@ MachineFactory = Callable[..., Any]
 class _Machines:
     """Makes machines for one fixture and cleans them up (keeping artifacts on failure)."""
 
-    def __init__(self, settings: VmSettings, arch: str, registry_port: int | None):
+    def __init__(
+        self,
+        settings: VmSettings,
+        arch: str,
+        registry_port: int | None,
+        needs: dict[str, Any] | None = None,
+    ):
         self.settings = settings
         self.arch = arch
         self.registry_port = registry_port
+        self.needs = needs or {}  # from @pytest.mark.machine
         self.made: list[Any] = []
 
     def make(
@@ -213,12 +346,19 @@ class _Machines:
         start: bool = True,
         wait: bool = True,
         timeout: float | None = None,
+        boot: bool | None = None,
+        health_gate: bool | None = None,
         **options: Any,
     ) -> Any:
         from vm.images import built_disk
         from vm.machine import Machine, MachineOptions
+        from vm.restore import restorable, saved_state
         from vm.state import machines_dir, save
 
+        needs = self.needs
+        options = {k: v for k, v in needs.items() if k in MARKER_OPTIONS} | options
+        boot = needs.get("boot", False) if boot is None else boot
+        health_gate = needs.get("health_gate", True) if health_gate is None else health_gate
         settings = self.settings
         flavor = flavor or settings.flavor
         arch = arch or self.arch
@@ -235,7 +375,10 @@ class _Machines:
         self.made.append(machine)
         if start:
             try:
-                machine.start(wait=wait, timeout=timeout)
+                state = None
+                if settings.restore and not boot and wait and restorable(opts):
+                    state = saved_state(opts, uri=settings.uri, accel=machine.accel)
+                machine.start(wait=wait, timeout=timeout, check_health=health_gate, restore=state)
             finally:
                 if settings.keep and machine.is_running():
                     save(machine.kept_state(name, flavor))
@@ -268,11 +411,13 @@ def machine_factory(
     Options: flavor, arch, image (a disk path, None for a blank system disk; default the
     built disk), iso, blank_disk ("4G"), disk_size, cloud_config (dict or "#cloud-config"
     text), hostname, memory_mib, vcpus, start (default True), wait (default True: SSH up
-    and health gate passed), timeout (KVM seconds, scaled).
+    and health gate passed), timeout (KVM seconds, scaled), boot (True: a real boot, not
+    a restore from a saved state), health_gate (False: no health gate after the start).
+    Defaults come from the test's @pytest.mark.machine.
     """
     # Only tests that use the registry get the guest forward to it.
     port = registry_port if "registry" in request.fixturenames else None
-    machines = _Machines(vm_host, vm_arch, port)
+    machines = _Machines(vm_host, vm_arch, port, machine_needs(request.node))
     try:
         yield machines.make
     finally:
@@ -289,7 +434,8 @@ def shared_machine(
     Artifacts are kept under the module's name when any test of the module failed."""
     in_module = [i for i in request.session.items if i.nodeid.startswith(request.node.nodeid)]
     uses_registry = any("registry" in getattr(i, "fixturenames", ()) for i in in_module)
-    machines = _Machines(vm_host, vm_arch, registry_port if uses_registry else None)
+    needs = machine_needs(request.node)  # the module's marker
+    machines = _Machines(vm_host, vm_arch, registry_port if uses_registry else None, needs)
     failed_before = request.session.testsfailed
     try:
         machine = machines.make()

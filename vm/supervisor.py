@@ -31,6 +31,7 @@ class BootSupervisor:
         self.boot_offset = 0  # console offset where the current boot began
         self.instance_offset = 0  # console offset where the current QEMU process began
         self.instance_started = 0.0
+        self.instance_restored = False  # the current QEMU process resumed a saved state
         self.boot_started = 0.0
         self.boot_history: list[dict[str, float]] = []
         self.firmware_restarts = 0  # power cycles after a firmware that printed nothing
@@ -40,10 +41,12 @@ class BootSupervisor:
 
     # ----- records ---------------------------------------------------------------------
 
-    def new_instance(self) -> None:
-        """A QEMU process is about to start for this machine."""
+    def new_instance(self, restored: bool = False) -> None:
+        """A QEMU process is about to start for this machine (`restored`: from a saved
+        state, whose firmware ran long ago and prints nothing now)."""
         self.instance_offset = self.console.size()
         self.instance_started = time.monotonic()
+        self.instance_restored = restored
 
     def begin_boot(self, reboot: bool = False) -> None:
         self.stop_timer()
@@ -89,6 +92,8 @@ class BootSupervisor:
     def firmware_stalled(self) -> bool:
         """Whether the current QEMU process's firmware printed nothing in time (edk2 can
         wait forever for a vCPU that missed its wake-up)."""
+        if self.instance_restored:
+            return False
         if time.monotonic() - self.instance_started < self.firmware_limit():
             return False
         text = self.console.read(self.instance_offset)

@@ -154,14 +154,22 @@ def list_(c, uri=None):
             print(f"{m.domain:32} {'gone':8} state {state.state_file(m.name)} ({hint})")
 
 
-@task(help={"uri": "libvirt URI", "all": "also machines started by vm.up / --keep-vms"})
+@task(
+    help={
+        "uri": "libvirt URI",
+        "all": "also machines started by vm.up / --keep-vms, and every saved state",
+    }
+)
 @guard
 def clean(c, uri=None, all=False):  # invoke derives the --all flag from the name
-    """Remove machines, files and port locks that dead test runs left behind."""
+    """Remove machines, files and port locks that dead test runs left behind, and saved
+    machine states whose image changed (with --all, every saved state)."""
     from vm import state
     from vm.cleanup import clean_orphans
+    from vm.savedstate import prune
 
     removed = clean_orphans(uri, include_kept=all)
+    removed += [f"saved state {folder}" for folder in prune(everything=all)]
     if all:
         for kept in state.all_machines():
             down.body(c, name=kept.name)
