@@ -94,9 +94,12 @@ def push(c, flavor=None, arch=None, port=5000, registry=None, test_images=False)
     signed; with --test-images, also the upgrade scenarios' images (toolkit/testimages.py)."""
     from toolkit.publish import destination, push_flavors
     from toolkit.registry import start_registry
+    from vm.hostcheck import ensure_host
 
+    address = destination(registry) if registry else None
+    ensure_host()  # the build needs mmdebstrap, qemu-user, docker-registry, ...
+    address = address or start_registry(port=int(port))
     # Credentials and the right to push are checked before the build, not after it.
-    address = destination(registry) if registry else start_registry(port=int(port))
     push_flavors(flavor, arch, address, test_images=test_images, check_access=bool(registry))
 
 
