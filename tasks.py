@@ -49,16 +49,25 @@ def flavors(c):
         "flavor": "flavor under images/ (default debian-trixie)",
         "arch": "x86_64, aarch64 or all (default: the host's)",
         "boot": "boot the built disk and wait for SSH",
+        "image": "instead of a flavor: an OCI image holding the cOS packages (HOST/REPO:TAG, "
+        "oci-archive:PATH or oci:DIR)",
     }
 )
 @guard
-def build(c, flavor=None, arch=None, boot=False):
+def build(c, flavor=None, arch=None, boot=False, image=None):
     """Build rootfs, OCI image, disk image for a flavor and arch (cached by inputs)."""
     from toolkit.build import build as build_images
     from toolkit.build import summary
     from vm.hostcheck import ensure_host
 
     ensure_host()
+    if image is not None:
+        from toolkit.fromimage import build_from_image
+
+        if flavor is not None or boot:
+            raise Exit("--image builds from the image: give no --flavor or --boot", code=2)
+        print(summary(build_from_image(image, arch)))
+        return
     images = build_images(flavor, arch)
     print(summary(images))
     if boot:
@@ -151,6 +160,7 @@ def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
     from toolkit.bench import quiet, run_bench
     from vm.boot_check import report_boots
     from vm.cloud_config_bench import report_cloud_config
+    from vm.derivative_bench import report_derivatives
     from vm.hostcheck import ensure_host
     from vm.install_bench import report_install
     from vm.upgrade_bench import report_upgrade
@@ -158,6 +168,7 @@ def bench(c, flavor=None, arch=None, runs=3, foreign_baseline=False):
     def machine_figures(flavor, arch, runs, log):
         report_boots(flavor, arch, runs, log)
         report_upgrade(flavor, arch, log)
+        report_derivatives(flavor, arch, log)
         report_cloud_config(flavor, arch, runs, log)
         report_install(flavor, arch, log)
 

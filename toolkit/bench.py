@@ -3,6 +3,8 @@
 - build from scratch (warm apt cache) against plain mmdebstrap of the same package set
 - no-op rebuild
 - sizes of the qcow2 disk and the OCI image
+- the build of each Containerfile flavor on this one, the parent cached, with the time
+  its own RUN steps took (they install packages: downloads and maintainer scripts)
 - boot figures, from the caller's `boot_report` (the harness's vm.boot_check.report_boots:
   toolkit never imports vm)
 """
@@ -15,7 +17,8 @@ from pathlib import Path
 from toolkit import paths
 from toolkit.arch import Arch, host_arch, resolve_arches
 from toolkit.build import build_image
-from toolkit.flavors import Flavor, load_flavor
+from toolkit.buildah import added_steps
+from toolkit.flavors import Flavor, flavor_names, load_flavor
 from toolkit.packages import build_repository
 from toolkit.rootfs import apt_cache_for, mmdebstrap_command
 from toolkit.runner import run, system_env
@@ -91,6 +94,8 @@ def run_bench(
             f"  sizes: qcow2 {image.disk_qcow2.stat().st_size / 1e6:.0f} MB, "
             f"OCI image {layer / 1e6:.0f} MB, raw disk {image.disk_raw.stat().st_size / 1e6:.0f} MB"
         )
+        for derived in derivatives_of(flavor.name):
+            report_derivative_build(derived, arch, repo, log)
         if boot_report is not None:
             boot_report(flavor.name, arch.name, runs, log)
     if {"x86_64", "aarch64"} <= scratch_by_arch.keys():
@@ -98,3 +103,28 @@ def run_bench(
             f"\naarch64 build / x86_64 build: "
             f"{scratch_by_arch['aarch64'] / scratch_by_arch['x86_64']:.1f}x"
         )
+
+
+def derivatives_of(parent: str) -> list[Flavor]:
+    """The Containerfile flavors built FROM `parent` (images/web-appliance for the default)."""
+    found = [load_flavor(name) for name in flavor_names()]
+    return [f for f in found if f.containerfile is not None and f.parent == parent]
+
+
+def report_derivative_build(flavor: Flavor, arch: Arch, repo, log=print) -> None:
+    """Seconds to build a Containerfile flavor on its cached parent, and how much of it
+    its RUN steps took (toolkit.derivative records each buildah step)."""
+    if arch.name not in flavor.architectures:
+        return
+    build_image(flavor, arch, repo, log=quiet)  # the parent, and the derivative's downloads
+    seconds, image = timed(build_image, flavor, arch, repo, log=quiet, force=True)
+    steps = added_steps(image.added_layers)
+    run_steps = sum(s["seconds"] for s in steps if s["step"].startswith("RUN "))
+    log(f"\n{arch.name} build of the derivative {flavor.name} (parent cached)")
+    log(f"  total                 {seconds:7.1f} s")
+    log(f"  its RUN steps         {run_steps:7.1f} s")
+    log(f"  the rest              {seconds - run_steps:7.1f} s")
+    for stage in image.stages:
+        log(f"    {stage.name:18}  {stage.seconds:7.1f} s")
+    for step in steps:
+        log(f"      {step['seconds']:6.1f} s  {step['step'][:70]}")

@@ -8,11 +8,12 @@ function (toolkit.cache.code_files), never listed by hand.
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from toolkit import cosign, derivative, oci, paths
+from toolkit import buildah, cosign, derivative, oci, paths
 from toolkit.arch import Arch
 from toolkit.cache import StageCache, StageResult, call_with_outputs, code_files
 from toolkit.disk import make_disk_images, make_slot_image
@@ -70,22 +71,8 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
     """Every stage of one flavor and arch; each stage's key is an input of the next."""
     image = ImageBuild(flavor, arch, image_folder(flavor.name, arch.name))
     check_free_space(image.folder)
-    cache = StageCache(image.folder)
+    stage = stage_runner(image, log, force)
     epoch = source_date_epoch(*IMAGE_SOURCES)
-
-    def stage(name: str, inputs: dict, outputs: list[Path], function: partial) -> StageResult:
-        """Run `function` (a toolkit function with its arguments; those naming an output
-        get its temporary) unless the stage is current. Its code, the function's module
-        and every toolkit module that one imports, is part of the key."""
-        log(f"[{name}] ...")
-        inputs = {**inputs, "code": code_files(function.func.__module__)}
-        build = partial(call_with_outputs, function)
-        result = cache.run(name, inputs, outputs, build, force=force)
-        took = f" in {result.seconds:.1f} s" if result.status == "built" else ""
-        log(f"[{name}] {result.status}{took}")
-        image.stages.append(result)
-        return result
-
     _private, image_key = cosign.ensure_keypair()
     if flavor.containerfile is None:
         rootfs = stage(
@@ -130,6 +117,38 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
     else:
         parent = build_image(load_flavor(flavor.parent), arch, repo, log)
         rootfs, write_oci = derived_stages(image, parent, stage, image_key, epoch, log)
+    return output_stages(image, stage, rootfs, write_oci, epoch)
+
+
+Stage = Callable[[str, dict, list[Path], partial], StageResult]
+
+
+def stage_runner(image: ImageBuild, log=print, force: bool = False) -> Stage:
+    """stage(name, inputs, outputs, function) for the stages of `image`'s folder."""
+    cache = StageCache(image.folder)
+
+    def stage(name: str, inputs: dict, outputs: list[Path], function: partial) -> StageResult:
+        """Run `function` (a toolkit function with its arguments; those naming an output
+        get its temporary) unless the stage is current. Its code, the function's module
+        and every toolkit module that one imports, is part of the key."""
+        log(f"[{name}] ...")
+        inputs = {**inputs, "code": code_files(function.func.__module__)}
+        build = partial(call_with_outputs, function)
+        result = cache.run(name, inputs, outputs, build, force=force)
+        took = f" in {result.seconds:.1f} s" if result.status == "built" else ""
+        log(f"[{name}] {result.status}{took}")
+        image.stages.append(result)
+        return result
+
+    return stage
+
+
+def output_stages(
+    image: ImageBuild, stage: Stage, rootfs: StageResult, write_oci: partial, epoch: int
+) -> ImageBuild:
+    """What every image is made into from its finished rootfs (the `rootfs` stage): slot
+    and recovery images, the OCI image (`write_oci` without its labels), disk and ISO."""
+    arch = image.arch
     system = stage(
         "system-image",
         {"rootfs": rootfs.key, "epoch": epoch},
@@ -205,7 +224,7 @@ def derived_stages(
         },
         [image.added_layers],
         partial(
-            derivative.build_containerfile,
+            buildah.build_containerfile,
             flavor,
             arch,
             parent.flavor.version,
@@ -241,10 +260,12 @@ def derived_stages(
             log=log,
         ),
     )
+    layers, container_config = buildah.added_layers(image.added_layers)
     write_oci = partial(
         derivative.write_derived_oci,
         parent.oci_layout,
-        image.added_layers,
+        layers,
+        container_config,
         image.finish_layer,
         image.oci_layout,
         image.oci_archive,

@@ -471,8 +471,10 @@ def _stack(
     derived = {**manifest, "config": config_desc, "layers": [*manifest["layers"], *descriptors]}
     manifest_desc = _write_blob(tmp, _json_bytes(derived), MEDIA_MANIFEST)
     name = config["config"]["Labels"].get("org.opencontainers.image.version", "latest")
+    # a layout written by another tool may not say: the config does
+    platform = top.get("platform") or {"architecture": config["architecture"], "os": "linux"}
     _write_layout_frame(
-        tmp, {**manifest_desc, "platform": top["platform"], "annotations": {REF_NAME: name}}
+        tmp, {**manifest_desc, "platform": platform, "annotations": {REF_NAME: name}}
     )
     return manifest_desc
 

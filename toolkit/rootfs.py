@@ -6,6 +6,7 @@ provides linux-initramfs-tool), which is what makes aarch64 builds fast.
 """
 
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -151,9 +152,11 @@ def os_release(rootfs: Path, flavor: Flavor, arch: Arch, build_id: str) -> None:
         if "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
             fields[key] = "".join(shlex.split(value))
+    # a derivative's parent named itself already: keep Debian's name only
+    debian = re.sub(r"^cOS \S+ \((.*)\)$", r"\1", fields.get("PRETTY_NAME", "Debian"))
     fields.update(
         {
-            "PRETTY_NAME": f"cOS {flavor.version} ({fields.get('PRETTY_NAME', 'Debian')})",
+            "PRETTY_NAME": f"cOS {flavor.version} ({debian})",
             "VARIANT": f"cOS {flavor.name}",
             "VARIANT_ID": flavor.name,
             "IMAGE_ID": f"cos-{flavor.name}",

@@ -27,13 +27,27 @@ def quiet(_line: str) -> None:
 
 def upgrade_figures(flavor: str, arch: str) -> dict[str, float]:
     image = ImageBuild(load_flavor(flavor), get_arch(arch), image_folder(flavor, arch))
+
+    def publish_v2(address: str) -> str:
+        published = testimages.publish(image, address, seen_as=GUEST_REGISTRY, log=quiet)
+        return published["v2"].reference
+
+    return upgrade_to(flavor, arch, publish_v2)
+
+
+# publish(registry address) -> the reference, under that address, a machine upgrades to
+Publish = Callable[[str], str]
+
+
+def upgrade_to(flavor: str, arch: str, publish: Publish) -> dict[str, float]:
+    """A machine booted from the built disk of `flavor` upgrades to what `publish` pushed
+    to a registry of its own, then reboots into it: seconds and bytes."""
     lease = allocate_port()
     with tempfile.TemporaryDirectory(dir=build_dir()) as tmp:
         storage = Path(tmp) / "registry"
         address = start_registry(storage, lease.port, log=quiet)
         try:
-            published = testimages.publish(image, address, seen_as=GUEST_REGISTRY, log=quiet)
-            v2 = published["v2"].reference
+            v2 = publish(address)
             options = MachineOptions(
                 arch=arch, image=built_disk(flavor, arch), registry_port=lease.port
             )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import containerfile, derivative, oci
+from toolkit import buildah, containerfile, derivative, fromimage, oci
 from toolkit.arch import get_arch, host_arch
 from toolkit.errors import CosError
 from toolkit.flavors import load_flavor
@@ -260,10 +260,13 @@ def derived_flavor(tmp_path: Path, steps: str):
     return load_flavor("child", images)
 
 
-needs_buildah = pytest.mark.skipif(
-    shutil.which("buildah") is None or os.geteuid() != 0,
-    reason="needs buildah (invoke setup) and root",
-)
+def needs(tool: str):
+    return pytest.mark.skipif(
+        shutil.which(tool) is None or os.geteuid() != 0, reason=f"needs {tool} and root"
+    )
+
+
+needs_buildah = needs("buildah")
 
 
 @needs_buildah
@@ -272,15 +275,15 @@ def test_buildah_adds_a_layer_on_the_parent_layers(tmp_path):
     flavor = derived_flavor(tmp_path, "RUN echo hello > /greeting\n")
     out = tmp_path / "added"
     arch = get_arch(host_arch())
-    derivative.build_containerfile(
+    buildah.build_containerfile(
         flavor, arch, "1.0.0", base / "image.oci.tar", base / "oci", out, 1700000000
     )
-    layers, config = derivative.added_layers(out)
+    layers, config = buildah.added_layers(out)
     assert len(layers) == 1
     with tarfile.open(layers[0].blob, "r:gz") as tar:
         assert tar.extractfile("greeting").read() == b"hello\n"
     assert config["Labels"]["io.cos.arch"] == arch.oci
-    info = json.loads((out / derivative.ADDED_INFO).read_text())
+    info = json.loads((out / buildah.ADDED_INFO).read_text())
     assert [s["step"].split()[0] for s in info["steps"]] == ["FROM", "RUN"]
     assert not list(tmp_path.glob("added/../.buildah-*")), "buildah's storage was left"
 
@@ -292,7 +295,7 @@ def test_a_failing_run_step_names_its_line_and_shows_its_output(tmp_path):
         tmp_path, "RUN echo fine\nRUN echo this-went-wrong >&2 && \\\n    exit 3\n"
     )
     with pytest.raises(CosError) as raised:
-        derivative.build_containerfile(
+        buildah.build_containerfile(
             flavor, get_arch(host_arch()), "1.0.0", base / "image.oci.tar", base / "oci",
             tmp_path / "added", 1700000000, log=lambda _: None,
         )  # fmt: skip
@@ -300,3 +303,44 @@ def test_a_failing_run_step_names_its_line_and_shows_its_output(tmp_path):
     assert message.startswith(f"{flavor.containerfile}:4: RUN echo this-went-wrong"), message
     assert "failed (buildah exit" in message and "this-went-wrong" in message
     assert not list(tmp_path.glob(".buildah-*"))
+
+
+# invoke build --image REF
+
+
+@pytest.mark.parametrize(
+    ("reference", "name"),
+    [
+        ("127.0.0.1:5000/cos/web-appliance:0.1.0", "web-appliance"),
+        ("docker://registry.example/a/b@sha256:" + "0" * 64, "b"),
+        (
+            "oci-archive:/work/build/images/web-appliance/x86_64/image.oci.tar",
+            "web-appliance-x86-64",
+        ),
+        ("oci:/tmp/My_Image:latest", "my-image"),
+    ],
+)
+def test_an_image_reference_names_its_build_folder(reference, name):
+    assert fromimage.name_of(reference) == name
+
+
+def test_a_path_without_a_transport_is_refused():
+    with pytest.raises(CosError, match=r"--image /tmp/x.tar: not an image reference; use"):
+        fromimage.source_of("/tmp/x.tar")
+    assert fromimage.source_of("host:5000/cos/x:1") == "docker://host:5000/cos/x:1"
+
+
+@needs("skopeo")
+def test_an_image_without_the_cos_packages_is_refused_naming_what_it_lacks(tmp_path, monkeypatch):
+    base = tiny_image(tmp_path)
+    monkeypatch.setenv("COS_BUILD_DIR", str(tmp_path / "build"))
+    reference = f"oci-archive:{base / 'image.oci.tar'}"
+    with pytest.raises(CosError) as raised:
+        fromimage.build_from_image(reference, host_arch(), log=lambda _: None)
+    message = str(raised.value)
+    assert message.startswith(f"--image {reference}: the image lacks what a cOS system needs: ")
+    for part in ("the agent (package cos-agent", "the initramfs tool", "a kernel", "GRUB's"):
+        assert part in message, message
+    folder = tmp_path / "build/images/from-image" / fromimage.name_of(reference) / host_arch()
+    assert (folder / "imported/index.json").is_file()  # the import stage finished
+    assert sorted(p.name for p in folder.iterdir()) == [".stamps", "imported"]
