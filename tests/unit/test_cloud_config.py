@@ -686,9 +686,9 @@ def test_dry_run_changes_nothing(root: Path, capsys):
 
 def test_cos_setup_names_a_file_or_reports_it_missing(root: Path):
     write(root, "srv/setup.yaml", "#cloud-config\nhostname: from-setup\n")
-    loaded = sources.load(root, nocloud_enabled=False, cmdline="quiet cos.setup=/srv/setup.yaml")
+    loaded = sources.load(root, cmdline="quiet cos.setup=/srv/setup.yaml")
     assert loaded.documents[-1].data == {"hostname": "from-setup"}
-    loaded = sources.load(root, nocloud_enabled=False, cmdline="cos.setup=/srv/missing.yaml")
+    loaded = sources.load(root, cmdline="cos.setup=/srv/missing.yaml")
     assert "/srv/missing.yaml (cos.setup=): cannot read it" in loaded.errors[0]
 
 

@@ -14,6 +14,7 @@ class Step:
     fields: dict  # actions and step fields
     problems: list[str] = field(default_factory=list)  # the step does not run
     dropped: list[str] = field(default_factory=list)  # entries left out; the rest runs
+    warnings: list[str] = field(default_factory=list)  # keys ignored, by name
 
     @property
     def name(self) -> str | None:
@@ -42,8 +43,8 @@ def steps_for(part: str, loaded: Loaded) -> list[Step]:
         # The datasource's name comes first; a user-data hostname overrides it.
         steps.append(Step("NoCloud meta-data local-hostname", {"hostname": str(hostname)}))
     for doc in loaded.documents:
-        steps += _from_stage_syntax(part, doc, loaded)
-        steps += _from_cloud_config(part, doc, loaded)
+        steps += _from_stage_syntax(part, doc)
+        steps += _from_cloud_config(part, doc)
         if doc.script is not None and part == "network":
             steps.append(Step(f"{doc.origin}: user script", {"commands": [_run_script(doc)]}))
         if doc.boothook is not None and part == "boot.before":
@@ -114,27 +115,27 @@ def step_warnings(step: Step) -> list[str]:
     return warnings
 
 
-def _from_stage_syntax(part: str, doc: Document, loaded: Loaded) -> list[Step]:
+def _from_stage_syntax(part: str, doc: Document) -> list[Step]:
     stages = doc.data.get("stages")
     if not isinstance(stages, dict):
         return []
     found = []
     entries = stages.get(part)
     if entries is not None and not isinstance(entries, list):
-        loaded.errors.append(f"{doc.origin}: stages.{part}: expected a list of steps")
-        return []
+        origin = f"{doc.origin}: stages.{part}"
+        return [Step(origin, {}, [f"{origin}: expected a list of steps, got {entries!r}"])]
     for index, entry in enumerate(entries or []):
         origin = f"{doc.origin}: stages.{part}[{index}]"
         if not isinstance(entry, dict):
             found.append(Step(origin, {}, [f"{origin}: a step must be a mapping, got {entry!r}"]))
             continue
         step = Step(origin, entry)
-        loaded.warnings.extend(step_warnings(step))
+        step.warnings = step_warnings(step)
         found.append(step)
     return found
 
 
-def _from_cloud_config(part: str, doc: Document, loaded: Loaded) -> list[Step]:
+def _from_cloud_config(part: str, doc: Document) -> list[Step]:
     found = []
     for key in cloudinit.KEYS:
         if key.stage != part or key.key not in doc.data:
@@ -149,9 +150,9 @@ def _from_cloud_config(part: str, doc: Document, loaded: Loaded) -> list[Step]:
         value = kept
         warnings: list[str] = []
         actions = key.to_step(value, doc.data, warnings)
-        loaded.warnings.extend(f"{doc.origin}: {w}" for w in warnings)
-        if actions or problems:
-            found.append(Step(origin, actions, dropped=problems))
+        if actions or problems or warnings:
+            notes = [f"{doc.origin}: {w}" for w in warnings]
+            found.append(Step(origin, actions, dropped=problems, warnings=notes))
     return found
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cos_cloud_config import plan, sources, table
+from cos_cloud_config import nocloud, plan, sources, table
 from cos_cloud_config.actions.datasource import OFFLINE, providers_asked
 from cos_cloud_config.context import Context, StepError
 from cos_cloud_config.plan import Step
@@ -56,6 +56,7 @@ def condition_holds(ctx: Context, condition: str) -> bool:
 
 def run_step(ctx: Context, step: Step, record: Record, failed_names: set[str]) -> None:
     record.errors += step.dropped
+    record.warnings += step.warnings
     if step.problems:
         record.failed += 1
         record.errors += step.problems
@@ -126,10 +127,10 @@ def _writes_network_config(step: Step) -> bool:
 
 
 def load(root: Path, extra: list[Path], use_nocloud: bool) -> sources.Loaded:
-    loaded = sources.load(root, extra, nocloud_enabled=False)
-    asked = providers_asked(loaded.documents)
+    loaded = sources.load(root, extra)
+    asked = providers_asked(loaded.documents)  # a datasource step may leave NoCloud out
     if use_nocloud and root == Path("/") and (asked is None or asked & set(OFFLINE)):
-        loaded = sources.load(root, extra, nocloud_enabled=True)
+        sources.add_seed(loaded, nocloud.refresh(root, loaded.errors))
     for doc in loaded.documents:
         errors, warnings = plan.document_problems(doc)
         loaded.errors += errors
@@ -211,6 +212,7 @@ def validate(paths: list[Path]) -> int:
             for part in plan.stage_parts(stage):
                 for step in plan.steps_for(part, loaded):
                     problems += step.problems + step.dropped
+                    warnings += step.warnings
         warnings += loaded.warnings
     for warning in dict.fromkeys(warnings):
         print(f"warning: {warning}")

@@ -154,12 +154,8 @@ def config_files(root: Path) -> list[Path]:
     return found
 
 
-def load(
-    root: Path = Path("/"),
-    extra: list[Path] = (),
-    nocloud_enabled: bool = True,
-    cmdline: str | None = None,
-) -> Loaded:
+def load(root: Path = Path("/"), extra: list[Path] = (), cmdline: str | None = None) -> Loaded:
+    """Every source but NoCloud (add_seed), whose reading a datasource step may turn off."""
     loaded = Loaded()
     for path in [*config_files(root), *extra]:
         try:
@@ -171,8 +167,6 @@ def load(
     setup = kernel_setup(cmdline)
     if setup:
         read_setup(setup, root, loaded)
-    if nocloud_enabled and root == Path("/"):
-        add_seed(loaded, nocloud.refresh(root, loaded.errors))
     return loaded
 
 
