@@ -7,8 +7,7 @@ import pytest
 
 # the guest packages' sources are on pytest's pythonpath (pyproject.toml)
 from cos import grubenv
-from cos_cloud_config.sources import Loaded, parse
-from cos_cloud_config.stages import steps_for
+from cos_cloud_config import nocloud, plan, sources
 
 
 def editenv(path, *args):
@@ -36,8 +35,8 @@ def test_grubenv_rejects_other_files(tmp_path):
 
 
 def load(text, origin="user-data"):
-    loaded = Loaded()
-    parse(text, origin, loaded)
+    loaded = sources.Loaded()
+    sources.parse_user_data(text.encode(), origin, loaded)
     return loaded
 
 
@@ -46,37 +45,41 @@ def test_cloud_config_keys_map_to_stages():
         "#cloud-config\nhostname: box\nssh_authorized_keys: [ssh-ed25519 AAA k]\n"
         "runcmd: [echo hi]\nbootcmd: [echo early]\n"
     )
-    boot = steps_for("boot", loaded)
-    assert boot[0][1]["hostname"] == "box"
-    assert boot[0][1]["ssh_authorized_keys"] == {"root": ["ssh-ed25519 AAA k"]}
-    assert steps_for("network", loaded)[0][1]["commands"] == ["echo hi"]
-    assert steps_for("boot.before", loaded)[0][1]["commands"] == ["echo early"]
+    boot = plan.steps_for("boot", loaded)
+    assert boot[0].fields["hostname"] == "box"
+    assert boot[1].fields["ssh_authorized_keys"] == {"root": ["ssh-ed25519 AAA k"]}
+    assert plan.steps_for("network", loaded)[0].fields["commands"] == ["echo hi"]
+    assert plan.steps_for("boot.before", loaded)[0].fields["commands"] == ["echo early"]
 
 
-def test_stage_syntax_and_meta_data_hostname():
+def test_stage_syntax_and_meta_data_hostname(tmp_path):
     loaded = load("stages:\n  boot:\n    - name: one\n      commands: [true]\n")
-    loaded.meta_data = {"local-hostname": "from-meta"}
-    steps = steps_for("boot", loaded)
-    assert steps[0] == ("NoCloud meta-data", {"hostname": "from-meta"})
-    assert steps[1][1]["name"] == "one"
+    loaded.seed = nocloud.Seed(tmp_path, "i-1", {"local-hostname": "from-meta"})
+    steps = plan.steps_for("boot", loaded)
+    assert (steps[0].origin, steps[0].fields) == (
+        "NoCloud meta-data local-hostname",
+        {"hostname": "from-meta"},
+    )
+    assert steps[1].name == "one"
 
 
-def test_broken_yaml_names_file_and_line():
+def test_broken_yaml_names_file_line_and_column():
     loaded = load("stages:\n  boot:\n    - name: [unclosed\n", origin="/oem/90.yaml")
-    assert loaded.errors and loaded.errors[0].startswith("/oem/90.yaml: line")
+    assert loaded.errors and loaded.errors[0].startswith("/oem/90.yaml: line 4, column 1:")
     assert "malformed YAML" in loaded.errors[0]
 
 
 def test_unknown_stage_and_key_are_reported_and_rest_runs():
     loaded = load("stages:\n  bogus: []\n  boot:\n    - name: ok\n      colour: red\n")
-    steps = steps_for("boot", loaded)
-    assert steps and steps[0][1]["name"] == "ok"
-    assert any("stages.bogus: unknown stage" in e for e in loaded.errors)
-    assert any("unknown key(s) colour" in e for e in loaded.errors)
+    steps = plan.steps_for("boot", loaded)
+    assert steps and steps[0].name == "ok" and not steps[0].problems
+    errors, _ = plan.document_problems(loaded.documents[0])
+    assert any("stages.bogus: unknown stage" in e for e in errors)
+    assert any("colour: unknown key; ignored" in w for w in steps[0].warnings)
 
 
 def test_cidata_volume_found_in_real_blkid_output(tmp_path):
-    from cos_cloud_config.sources import cidata_in
+    from cos_cloud_config.nocloud import cidata_in
     from vm.seed import make_seed_iso
 
     seed = make_seed_iso(
