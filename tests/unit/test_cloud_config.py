@@ -713,3 +713,26 @@ def test_an_install_hook_of_the_running_system_acts_on_the_target_root(root: Pat
     assert (root / "etc/installed-by-hook").read_text() == "target"
     assert "admin:" in (root / "etc/passwd").read_text()
     assert not (live / "etc/installed-by-hook").exists()
+
+
+def test_target_root_is_the_image_as_it_boots_with_oem_and_persistent_writable(tmp_path: Path):
+    from cos.stages import target_root
+
+    tree = tmp_path / "tree"
+    for folder in ("etc", "oem", "usr/local"):
+        (tree / folder).mkdir(parents=True)
+    (tree / "etc/os-release").write_text("ID=cos\n")
+    image = tmp_path / "slot.img"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(tree), str(image), "16M"], check=True)
+    before = hashlib.sha256(image.read_bytes()).hexdigest()
+    oem, persistent = tmp_path / "oem", tmp_path / "persistent"
+    oem.mkdir()
+    persistent.mkdir()
+    with target_root(image, oem, persistent) as root:
+        assert (root / "etc/os-release").read_text() == "ID=cos\n"
+        (root / "etc/hook").write_text("gone at boot")
+        (root / "oem/90_hook.yaml").write_text("hostname: x\n")
+        (root / "usr/local/data").write_text("kept")
+    assert (oem / "90_hook.yaml").exists() and (persistent / "data").read_text() == "kept"
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == before  # the image is untouched
+    assert not root.exists()

@@ -38,7 +38,7 @@ from cos.errors import CosError
 from cos.files import fsync_dir, read_json, write_json
 from cos.progress import Progress
 from cos.runner import probe, run
-from cos.stages import run_stage
+from cos.stages import run_stage, target_root
 
 WORK = Path("/run/cos/install")
 BOOTED = Path("/run/cos/state")  # where the initramfs mounted the booted image's volume
@@ -473,7 +473,13 @@ def install(
 
     check_device(device, force, needed)
     steps.say(f"installing {source.describe} to {device}: " + describe_plan(parts))
-    run_stage("before-install", steps)
+    # The install config's own before-/after-install steps run too, not only at boots.
+    hooks: tuple[Path, ...] = ()
+    if config_data is not None:
+        WORK.mkdir(parents=True, exist_ok=True)
+        (WORK / INSTALL_CONFIG).write_bytes(config_data)
+        hooks = (WORK / INSTALL_CONFIG,)
+    run_stage("before-install", steps, files=hooks)
     with steps.step(f"partitioning {device}"):
         by_label = write_partition_table(device, parts)
     with steps.step("making the file systems"):
@@ -487,8 +493,14 @@ def install(
         if config_data is not None:
             (root / INSTALL_CONFIG).write_bytes(config_data)
             steps.say(f"install config stored as COS_OEM:/{INSTALL_CONFIG}")
-    write_esp(by_label["COS_GRUB"], steps)
-    run_stage("after-install", steps)
+    with (
+        mounted_partition(by_label["COS_STATE"], "COS_STATE") as state,
+        mounted_partition(by_label["COS_OEM"], "COS_OEM") as oem,
+        mounted_partition(by_label["COS_PERSISTENT"], "COS_PERSISTENT") as persistent,
+        target_root(slots.image_path(state, FIRST_ACTIVE), oem, persistent) as root,
+    ):
+        run_stage("after-install", steps, root=root, files=hooks)
+    write_esp(by_label["COS_GRUB"], steps)  # last: a disk GRUB boots is a whole one
     took = time.monotonic() - steps.started
     return f"{device}: cOS installed in {took:.1f} s; remove the installer medium and reboot"
 

@@ -16,7 +16,7 @@ from cos.files import fsync_dir
 from cos.partitions import device, mounted, mountpoint_of
 from cos.progress import Progress
 from cos.runner import run
-from cos.stages import run_stage
+from cos.stages import run_stage, target_root
 
 
 def to_recovery(reboot: bool) -> str:
@@ -108,7 +108,13 @@ def reset(
         wipe("COS_PERSISTENT", steps)
     if wipe_oem:
         wipe("COS_OEM", steps)
-    run_stage("after-reset", steps)
+    with (
+        mounted("COS_STATE") as state,
+        mounted("COS_OEM", writable=True) as oem,
+        mounted("COS_PERSISTENT", writable=True) as persistent,
+        target_root(slots.image_path(state, active), oem, persistent) as root,
+    ):
+        run_stage("after-reset", steps, root=root)
     kept = [
         what
         for what, wiped in (("COS_PERSISTENT", wipe_persistent), ("COS_OEM", wipe_oem))

@@ -3,12 +3,16 @@ stages it runs, `cos run-stage` and `cos cloud-config validate`. In this process
 cos-cloud-config's entry point when it is importable (a second Python start and its
 imports cost 3-6 s per stage under emulation), else its command."""
 
+import contextlib
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from cos.errors import CosError
 from cos.progress import Progress
+from cos.runner import run
 
 
 def cloud_config(argv: list[str], what: str) -> int:
@@ -22,19 +26,55 @@ def cloud_config(argv: list[str], what: str) -> int:
     return main(argv)
 
 
-def run_stage(stage: str, progress: Progress, root: Path | None = None) -> None:
-    """Run `stage`, acting on `root` (a target being installed or upgraded) when given;
-    nothing when no cloud-config runner is installed. Its steps' failures are reported and
-    do not stop the agent unless the config asks for strict mode: then a CosError."""
+def run_stage(
+    stage: str, progress: Progress, root: Path | None = None, files: tuple[Path, ...] = ()
+) -> None:
+    """Run `stage` with this system's configs and `files`, acting on `root` (a target being
+    installed or upgraded, see target_root) when given; nothing when no cloud-config runner
+    is installed. Its steps' failures are reported and do not stop the agent unless the
+    config asks for strict mode: then a CosError."""
     try:
         import cos_cloud_config  # noqa: F401
     except ImportError:
         if shutil.which("cos-cloud-config") is None:
             return
     argv = [stage, *(["--root", str(root)] if root else [])]
+    argv += [item for path in files for item in ("--file", str(path))]
     with progress.step(f"running the {stage} stage" + (f" on {root}" if root else "")):
         if cloud_config(argv, f"the {stage} stage") != 0:
             raise CosError(f"the {stage} stage failed in strict mode (see above)")
+
+
+@contextlib.contextmanager
+def target_root(slot_image: Path, oem: Path | None, persistent: Path | None) -> Iterator[Path]:
+    """The system in `slot_image` as it will boot, for a hook to act on: the image read-only
+    under a throwaway tmpfs (what a hook writes in / is gone at the first boot, as at every
+    boot), with the target's COS_OEM at /oem and COS_PERSISTENT at /usr/local, where
+    what it writes lasts (a file in /oem is a config applied at every boot)."""
+    Path("/run/cos").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="target-", dir="/run/cos") as scratch:
+        base, upper, root = Path(scratch) / "image", Path(scratch) / "upper", Path(scratch) / "root"
+        mounted: list[Path] = []
+
+        def mount(argv: list[str], where: Path, what: str) -> None:
+            where.mkdir(parents=True, exist_ok=True)
+            run(["mount", *argv, str(where)], what=what)
+            mounted.append(where)
+
+        try:
+            mount(["-o", "loop,ro", str(slot_image)], base, f"mounting {slot_image}")
+            mount(["-t", "tmpfs", "target-upper"], upper, "mounting a tmpfs")
+            (upper / "data").mkdir()
+            (upper / "work").mkdir()
+            layers = f"lowerdir={base},upperdir={upper}/data,workdir={upper}/work"
+            mount(["-t", "overlay", "-o", layers, "target-root"], root, "the target's root")
+            for source, where in ((oem, "oem"), (persistent, "usr/local")):
+                if source is not None:
+                    mount(["--bind", str(source)], root / where, f"binding {source}")
+            yield root
+        finally:
+            for where in reversed(mounted):
+                run(["umount", str(where)], what=f"unmounting {where}")
 
 
 RECORDS = Path("/run/cos/cloud-config")  # written by cos-cloud-config after each stage

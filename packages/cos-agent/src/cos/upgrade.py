@@ -24,7 +24,7 @@ from cos.layers import apply_layer, remove_added
 from cos.progress import Progress
 from cos.runner import run
 from cos.signature import repository_of, verify
-from cos.stages import run_stage
+from cos.stages import run_stage, target_root
 
 KEYS_DIR = Path("/etc/cos/keys")
 LOCK = Path("/run/lock/cos-upgrade.lock")
@@ -311,6 +311,10 @@ def upgrade(
                 records = write_slot(plan, root, name, size, progress, running, start)
                 write_json(slots.layers_path(root, name), {"layers": records})
                 write_json(slots.info_path(root, name), slot_facts(plan, name))
+                # Before the switch: a hook that fails in strict mode leaves nothing switched.
+                live = [Path(p) if os.path.ismount(p) else None for p in ("/oem", "/usr/local")]
+                with target_root(slots.image_path(root, name), *live) as new_root:
+                    run_stage("after-upgrade", progress, root=new_root)
             except BaseException:
                 for path in slots.leftovers(root, pointer):
                     path.unlink()
@@ -328,7 +332,6 @@ def upgrade(
                 image=plan.reference, digest=plan.digest,
                 pulled=f"{pulled} of {plan.download_bytes} bytes",
             )  # fmt: skip
-        run_stage("after-upgrade", progress)
     return (
         f"slot {name} holds {plan.repository}@{plan.digest} (pulled {pulled / MiB:.1f} of "
         f"{plan.download_bytes / MiB:.1f} MiB) and boots next, as a trial: it falls back to "
