@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vm.errors import VmError
+from vm.errors import VmError, WaitTimedOut
 from vm.health import FIRMWARE_BOOT_MANAGER
 
 POLL_SECONDS = 0.2
@@ -85,7 +85,7 @@ class ConsoleLog:
                     f"last console lines:\n{self.tail(30, since)}"
                 )
             if time.monotonic() >= deadline:
-                raise VmError(
+                raise WaitTimedOut(
                     f"console did not show {regex.pattern!r} within {timeout:.0f} s; "
                     f"last console lines:\n{self.tail(30, since)}"
                 )

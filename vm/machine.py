@@ -204,7 +204,8 @@ class Machine(GuestCommands):
         and the firmware variables and seed the saved guest has already read."""
         for name in state.disks:
             disks.create_overlay_on_saved(state.folder / name, self.workdir / name)
-        for name in ("efivars.fd", "seed.iso"):
+        # The console of the boot the saved guest is in: this machine's boot is that one.
+        for name in ("efivars.fd", "seed.iso", "console.log"):
             shutil.copyfile(state.folder / name, self.workdir / name)
 
     def _disks(self) -> list[DiskSpec]:
@@ -333,6 +334,7 @@ class Machine(GuestCommands):
             conn = connect(self.uri)
             self._boot.new_instance(restored=True)
             self._begin_boot()
+            self._boot.boot_offset = 0  # this boot began in the template (same boot_id)
             with savedstate.locked(state.key):
                 savedstate.write_header_xml(state.memory, xml)
                 try:
@@ -675,9 +677,10 @@ class Machine(GuestCommands):
     ) -> str:
         """Wait until a console line of this boot (or after `since`) matches; returns it."""
         start = self._boot.boot_offset if since is None else since
-        match = self.console.wait_for(
-            regex, self.scaled(timeout or BOOT_TIMEOUT), start, still_running=self.supervise
-        )
+        with step(f"{self.name}: waiting for console line {regex!r}"):
+            match = self.console.wait_for(
+                regex, self.scaled(timeout or BOOT_TIMEOUT), start, still_running=self.supervise
+            )
         text = match.string
         begin = text.rfind("\n", 0, match.start()) + 1
         end = text.find("\n", match.end())

@@ -21,7 +21,13 @@ from toolkit import paths
 from toolkit.flavors import load_flavor
 from vm.connection import connect
 from vm.domain import DOMAIN_PREFIX
-from vm.errors import CommandFailed, GuestUnreachable, HealthGateFailed, VmError
+from vm.errors import (
+    CommandFailed,
+    GuestUnreachable,
+    HealthGateFailed,
+    UnitFailed,
+    WaitTimedOut,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -68,15 +74,31 @@ def test_waits(shared_machine) -> None:
     with pytest.raises(CommandFailed, match="did not succeed"):
         m.wait_until_succeeds("false", timeout=2)
     assert "Welcome to" in m.wait_for_console(r"Welcome to (?!GRUB)", timeout=5)
-    with pytest.raises(VmError, match="did not show"):
+    with pytest.raises(WaitTimedOut, match="did not show"):
         m.wait_for_console(r"this never appears", timeout=1)
+    # Files, ports and a command that stops succeeding, each appearing a little later.
+    m.succeed(
+        "rm -f /run/late-file; touch /run/gone-later; "
+        "(sleep 3; touch /run/late-file; rm /run/gone-later) >/dev/null 2>&1 & "
+        "systemd-run --unit=cos-harness-listener --on-active=3 "
+        "python3 -m http.server --bind 127.0.0.1 8765"
+    )
+    m.wait_for_file("/run/late-file", timeout=30)
+    m.wait_until_fails("test -e /run/gone-later", timeout=30)
+    m.wait_for_open_port(8765, timeout=30)
+    assert m.execute("ss -Htln 'sport = :8765'")[1].strip()
+    m.succeed("systemctl stop cos-harness-listener.service")
+    with pytest.raises(WaitTimedOut, match=r"nothing listens on TCP port 8765 within \d+ s"):
+        m.wait_for_open_port(8765, timeout=1)
+    with pytest.raises(WaitTimedOut, match="file /run/never did not appear"):
+        m.wait_for_file("/run/never", timeout=1)
 
 
 def test_wait_for_unit_fails_fast_on_failed_unit(shared_machine) -> None:
     m = shared_machine
     m.succeed("systemd-run --unit=cos-harness-broken --wait false || true")
     start = time.monotonic()
-    with pytest.raises(VmError, match="cos-harness-broken.service failed"):
+    with pytest.raises(UnitFailed, match="cos-harness-broken.service failed"):
         m.wait_for_unit("cos-harness-broken.service", timeout=600)
     assert time.monotonic() - start < 60
     with pytest.raises(HealthGateFailed, match="cos-harness-broken"):

@@ -12,7 +12,7 @@ import pytest
 from toolkit.arch import host_arch
 from vm.accel import Accel
 from vm.domain import domain_xml
-from vm.errors import GuestUnreachable, HealthGateFailed, ImageNotBuilt, VmError
+from vm.errors import GuestUnreachable, HealthGateFailed, ImageNotBuilt, WaitTimedOut
 from vm.machine import Machine, MachineOptions
 from vm.ports import allocate_port
 from vm.ssh import CommandResult
@@ -196,7 +196,7 @@ def test_checks_only_report_and_supervise_starts_a_reset_guest_again(
 
 def test_a_wait_loop_starts_a_reset_guest_again(created_domains: list[str]) -> None:
     m = machine_with_console("wait", "[   40.2] reboot: Restarting system\n", running=False)
-    with pytest.raises(VmError, match="did not show"):  # not "machine stopped"
+    with pytest.raises(WaitTimedOut, match="did not show"):  # not "machine stopped"
         m.wait_for_console("never printed", timeout=0.1)
     assert created_domains == ["<domain/>"] and m.is_running()
     m.cleanup()
