@@ -1,11 +1,13 @@
 """`invoke test`'s verdict, from real pytest runs over a tiny tree of tests: no image is
 built (the build step is injected) and no host is set up."""
 
+import json
 from pathlib import Path
 
 import pytest
 
 from toolkit.arch import host_arch
+from toolkit.errors import CosError
 from toolkit.flavors import flavor_names, load_flavor
 from toolkit.suite import NO_TESTS, run_tests
 
@@ -48,6 +50,7 @@ class Run:
         slow=False,
         flavor=None,
         arch=None,
+        repeat=1,
     ) -> int:
         return run_tests(
             flavor,
@@ -60,6 +63,7 @@ class Run:
             build=lambda flavor, arch: self.built.append((flavor, arch)),
             root=self.root,
             log=self.messages.append,
+            repeat=repeat,
         )
 
 
@@ -130,3 +134,42 @@ def test_a_keyword_that_matches_nothing_anywhere_fails(run):
         "error: the unit suite",
         f"error: the VM suite (debian-trixie, {host_arch()})",
     ]
+
+
+FLAKY = """
+from pathlib import Path
+
+import pytest
+
+@pytest.mark.vm
+def test_steady():
+    pass
+
+@pytest.mark.vm
+def test_flaky():
+    count = Path(__file__).with_name("count")
+    runs = int(count.read_text()) + 1 if count.exists() else 1
+    count.write_text(str(runs))
+    assert runs != 2, "fails in the second run only"
+"""
+
+
+def test_repeat_runs_the_vm_suite_n_times_and_tables_passes_and_failures(run, tmp_path):
+    assert run.tree(e2e=FLAKY)(repeat=3) == 1  # one failure in three fails the run
+    assert run.built == [("debian-trixie", host_arch())]  # built once, not per run
+    start = next(i for i, m in enumerate(run.messages) if "over 3 runs" in m)
+    assert run.messages[start + 1 :] == [
+        "  passed failed  test (runs that failed)",
+        "       2      1  tests/e2e/test_e2e.py::test_flaky  (run 2)",
+        "       3      0  tests/e2e/test_e2e.py::test_steady",
+    ]
+    reports = tmp_path / "build" / "reports"
+    assert json.loads((reports / "flakes.json").read_text())["runs"] == 3
+    for number in (1, 2, 3):  # each run its own JUnit file
+        assert (reports / f"run-{number}" / f"e2e-debian-trixie-{host_arch()}.xml").is_file()
+    assert (reports / "summary.json").is_file()
+
+
+def test_repeat_must_be_positive(run):
+    with pytest.raises(CosError, match="--repeat must be 1 or more, not 0"):
+        run.tree()(repeat=0)
