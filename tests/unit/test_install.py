@@ -231,3 +231,25 @@ def test_efi_binary_names_match_the_host_arches(machine):
 def test_grub_config_for_the_disk_is_in_the_image_package():
     package = Path(__file__).parents[2] / "packages/cos-grub"
     assert (package / "grub.cfg").exists() and (package / "early.cfg").exists()
+
+
+def test_the_recovery_system_installs_its_own_image(tmp_path, monkeypatch):
+    """From recovery, --local is the image the recovery entry booted (the one the pointer
+    named), with what it holds and what its layers wrote."""
+    state = tmp_path / "state"
+    image = state / "cOS/recovery/3.img"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"hsqs")
+    records = [{"digest": "sha256:b", "added_only": True, "paths": ["etc/x"]}]
+    (state / "cOS/recovery/3.json").write_text(json.dumps({"version": "2", "name": "3"}))
+    (state / "cOS/recovery/3.layers.json").write_text(json.dumps({"layers": records}))
+    boot = tmp_path / "boot"
+    boot.write_text("slot=recovery\nimage=/cOS/recovery/3.img\nlabel=COS_RECOVERY\n")
+    monkeypatch.setattr(slots, "BOOT_FILE", boot)
+    monkeypatch.setattr(install, "BOOTED", state)
+    # Measuring the tree loop-mounts the image: not on the host.
+    monkeypatch.setattr(install, "finish_source", lambda source, steps: source)
+    source = install.local_source(Progress(io.StringIO()))
+    assert source.tree_image == source.recovery_image == image
+    assert source.recovery_info == {"version": "2", "name": "3"}
+    assert source.slot_records == source.recovery_records == records

@@ -148,10 +148,10 @@ def local_source(steps: Progress) -> Source:
     boot = booted()
     kind = boot.get("slot", "")
     if kind == "live":
-        recovery = BOOTED / "cOS/recovery.img"
+        live_recovery = BOOTED / "cOS/recovery.img"
         info = read_json(BOOTED / "cOS/system.json")
         system = BOOTED / "cOS/system.img"
-        source = Source("the live system", recovery, {**info, "source": "installer ISO"})
+        source = Source("the live system", live_recovery, {**info, "source": "installer ISO"})
         # The ISO's system and recovery image are one build's rootfs: the same layers.
         records = layer_records(BOOTED / "cOS/system.layers.json")
         source.recovery_records = source.slot_records = records
@@ -159,7 +159,7 @@ def local_source(steps: Progress) -> Source:
             source.slot_image = system
             source.slot_info = {**info, "source": "installer ISO"}
         else:
-            source.tree_image = recovery
+            source.tree_image = live_recovery
         return finish_source(source, steps)
     if kind == "recovery":
         image = BOOTED / boot.get("image", "").lstrip("/")
