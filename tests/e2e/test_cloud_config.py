@@ -94,7 +94,7 @@ STAGE_SYNTAX = {
                 "hosts": {"10.0.2.2": ["gateway"]},
                 "modules": ["dummy"],
                 "sysctl": {"vm.swappiness": 13},
-                "directories": [{"path": "/srv/www", "permissions": 0o750, "owner": "ops"}],
+                "directories": [{"path": "/srv/www", "permissions": 0o750, "owner": "nobody"}],
             },
             {
                 "name": "web unit",
@@ -178,7 +178,7 @@ def test_cloud_init_examples_and_every_stage_apply_and_broken_steps_do_not_degra
     assert "10.0.2.2\tgateway" in m.succeed("cat /etc/hosts")
     m.succeed("test -d /sys/module/dummy")
     assert m.succeed("sysctl -n vm.swappiness").strip() == "13"
-    assert m.succeed("stat -c '%a %U' /srv/www").strip() == "750 ops"
+    assert m.succeed("stat -c '%a %U' /srv/www").strip() == "750 nobody"
     m.wait_until_succeeds("systemctl is-active cos-test-web.service", timeout=30)
     assert m.succeed("systemctl is-enabled cos-test-masked.service || true").strip() == "masked"
     m.fail("test -e /etc/guarded")

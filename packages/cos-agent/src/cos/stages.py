@@ -90,7 +90,7 @@ def last_runs(records: Path = RECORDS) -> dict[str, dict]:
             runs[path.stem] = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             runs[path.stem] = {"errors": [f"{path}: unreadable: {exc}"]}
-    return runs
+    return dict(sorted(runs.items(), key=lambda item: item[1].get("started", 0)))
 
 
 def describe_run(stage: str, run: dict) -> list[str]:

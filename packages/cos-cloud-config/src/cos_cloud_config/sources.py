@@ -2,10 +2,7 @@
 /usr/local/cloud-config (each in file-name order), a `cos.setup=` file or URL on the kernel
 command line, then the NoCloud seed (vendor-data before user-data)."""
 
-import email
-import email.policy
 import gzip
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +93,9 @@ PART_TYPES = {
 def _parse_multipart(text: str, origin: str, loaded: Loaded) -> None:
     """Each part applies in order, as its own document: lists such as users add up and a
     later scalar (hostname) wins, as with cloud-init's default merge."""
-    message = email.message_from_string(text, policy=email.policy.compat32)
+    import email  # here: its import is a noticeable part of a boot stage under emulation
+
+    message = email.message_from_string(text)
     if not message.is_multipart():
         loaded.errors.append(f"{origin}: a MIME message that is not multipart")
         return
@@ -132,6 +131,8 @@ def read_setup(location: str, root: Path, loaded: Loaded) -> None:
     origin = f"{location} (cos.setup=)"
     try:
         if "://" in location:
+            import urllib.request  # here: it pulls in http, email and ssl
+
             with urllib.request.urlopen(location, timeout=FETCH_TIMEOUT) as response:
                 raw = response.read()
         else:

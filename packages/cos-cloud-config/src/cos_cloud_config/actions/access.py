@@ -1,5 +1,7 @@
 """How people log in: password hashes (chpasswd), password logins over SSH, root's keys."""
 
+from pathlib import Path
+
 from cos_cloud_config import accounts, schema
 from cos_cloud_config.actions.users import add_authorized_keys
 from cos_cloud_config.context import Context, StepError, write_text_if_changed
@@ -62,8 +64,9 @@ def chpasswd(ctx: Context, spec: dict) -> None:
 def ssh_pwauth(ctx: Context, allowed: bool) -> None:
     setting = "yes" if allowed else "no"
     text = f"# Written by cos-cloud-config (ssh_pwauth)\nPasswordAuthentication {setting}\n"
-    if not ctx.dry_run and write_text_if_changed(ctx.path(SSHD_DROP_IN), text) and ctx.live:
-        # sshd is ordered after the boot stage; a later stage reloads a running one.
+    changed = not ctx.dry_run and write_text_if_changed(ctx.path(SSHD_DROP_IN), text)
+    if changed and ctx.live and Path("/run/sshd.pid").exists():
+        # sshd starts after the boot stage; a later stage has a running one reload.
         ctx.run(["systemctl", "try-reload-or-restart", "ssh.service"], "reloading sshd")
 
 

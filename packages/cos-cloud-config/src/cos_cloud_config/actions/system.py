@@ -139,10 +139,11 @@ def modules(ctx: Context, names: list[str]) -> None:
 def timesyncd(ctx: Context, settings: dict) -> None:
     text = "[Time]\n" + "".join(f"{key}={value}\n" for key, value in settings.items())
     path = ctx.path("/etc/systemd/timesyncd.conf.d/90-cos-cloud-config.conf")
-    if not ctx.dry_run and write_text_if_changed(path, text, mode=0o644) and ctx.live:
-        ctx.run(["systemctl", "try-restart", "systemd-timesyncd.service"], "restarting timesyncd")
+    changed = not ctx.dry_run and write_text_if_changed(path, text, mode=0o644)
     if not ctx.path("/usr/lib/systemd/systemd-timesyncd").exists():
         ctx.warn("timesyncd: written, but this image has no systemd-timesyncd to read it")
+    elif changed and ctx.live:
+        ctx.run(["systemctl", "try-restart", "systemd-timesyncd.service"], "restarting timesyncd")
 
 
 def timezone(ctx: Context, zone: str) -> None:
