@@ -53,3 +53,16 @@ def test_a_missing_or_bad_pointer_is_named(tmp_path):
     grubenv.create(tmp_path / recovery.POINTER, {"cos_recovery": "4"})
     with pytest.raises(CosError, match="cOS/recovery/4.img .named by cOS/recovery.env. missing"):
         recovery.current_image(tmp_path)
+
+
+@pytest.mark.parametrize("slot", ["recovery", "live"])
+def test_the_recovery_upgrade_refuses_to_run_from_recovery_or_live(tmp_path, monkeypatch, slot):
+    from cos import slots
+
+    boot = tmp_path / "boot"
+    boot.write_text(f"slot={slot}\nimage=/cOS/recovery/1.img\nlabel=COS_RECOVERY\n")
+    monkeypatch.setattr(slots, "BOOT_FILE", boot)
+    with pytest.raises(
+        CosError, match=f"runs from the active or passive system; this is the {slot}"
+    ):
+        recovery.upgrade_recovery("registry.invalid/cos/x:1")

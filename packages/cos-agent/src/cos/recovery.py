@@ -152,6 +152,14 @@ def upgrade_recovery(
     from cos import upgrade
 
     progress = progress or Progress()
+    booted = slots.current_boot().get("slot", "unknown")
+    if booted not in ("active", "passive"):
+        # From recovery, the old image could not be deleted from under the running system
+        # (COS_RECOVERY would not go read-only again); live has no disk of its own.
+        raise CosError(
+            f"cos upgrade --recovery runs from the active or passive system; this is the "
+            f"{booted} system"
+        )
     with upgrade.one_upgrade_at_a_time():
         plan = upgrade.resolve_verified(reference, check, progress)
         with slots.state_partition(writable=not dry_run) as state:
