@@ -49,8 +49,10 @@ REGISTRY_BINARY = "docker-registry"
 
 
 class _FileChunks:
-    """A file's bytes, read anew each time it is iterated: a request that a registry's
-    auth challenge sends back is sent again with the whole body."""
+    """A file's bytes, read anew each time it is iterated, so a request that an auth
+    challenge sends back goes again whole. (A registry answering 401 to a large body closes
+    the connection before reading it: uploads stream only once the POST that opened them
+    got the repository's grant.)"""
 
     def __init__(self, path: Path):
         self.path = path

@@ -336,3 +336,30 @@ def test_push_access_is_checked_before_any_build(
     assert seen == [f"push: {repository} accepts uploads"]
     with pytest.raises(CosError, match="no such image"):
         client.resolve_digest(f"{repository}:1.0.0")
+
+
+def test_a_challenged_upload_is_sent_again_whole(
+    basic_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file body is read anew on each iteration: an upload's PUT that meets a challenge
+    (here: the client forgot its grant after the POST) goes again with the whole file; a
+    one-shot generator would send nothing the second time. Small: a registry closes the
+    connection on a large body it answers 401 to, which is why _push_blob streams only
+    after the upload's POST has the grant."""
+    monkeypatch.setenv("COS_REGISTRY_USER", "alice")
+    monkeypatch.setenv("COS_REGISTRY_PASSWORD", "s3cret")
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(1000))
+    digest = oci.digest_of(blob.read_bytes())
+    location = registry._start_upload(basic_registry, "cos/resent")
+    client.authenticator.grants.clear()
+    status, _, _ = client.call(
+        "PUT",
+        f"{location}&digest={digest}" if "?" in location else f"{location}?digest={digest}",
+        basic_registry,
+        body=registry._FileChunks(blob),
+        headers={"Content-Type": "application/octet-stream", "Content-Length": "1000"},
+    )
+    assert status == 201
+    assert (basic_registry, "cos/resent") in client.authenticator.grants  # it was challenged
+    assert client.get_blob(basic_registry, "cos/resent", digest, "the blob") == blob.read_bytes()

@@ -198,7 +198,8 @@ def merge_scopes(scopes: list[str]) -> list[str]:
         resource, _, actions = scope.rpartition(":")
         kept = merged.setdefault(resource or scope, [])
         kept += [a for a in actions.split(",") if a and a not in kept]
-    return [f"{resource}:{','.join(actions)}" for resource, actions in merged.items()]
+    # Actions sorted: registries list them in no fixed order, and messages should not vary.
+    return [f"{resource}:{','.join(sorted(actions))}" for resource, actions in merged.items()]
 
 
 def _is_local(url: str) -> bool:
@@ -278,7 +279,7 @@ class Authenticator:
             error = params.get("error", "")
             raise CosError(
                 f"registry {host} refused the token that {params.get('realm')} issued to "
-                f"{who} for {scope!r}{f' ({error})' if error else ''}: not allowed"
+                f"{who} for {', '.join(scopes)!r}{f' ({error})' if error else ''}: not allowed"
                 + ("" if credentials else f"; no credentials were found in {searched()}")
             )
         self._token(host, repo, params, scopes)
