@@ -57,7 +57,12 @@ CLOUD_INIT_EXAMPLES = {
             "encoding": "gz+b64",
             "content": base64.b64encode(gzip.compress(b"compressed\n")).decode(),
         },
-        {"path": "/etc/conformance/plain.txt", "content": "appended\n", "append": True},
+        {
+            "path": "/etc/conformance/plain.txt",
+            "content": "appended\n",
+            "append": True,
+            "permissions": "0640",  # cloud-init sets 0644 on an entry that names none
+        },
         {"path": "/home/ops/notes.txt", "content": "deferred\n", "owner": "ops:ops", "defer": True},
     ],
     "runcmd": [
