@@ -64,11 +64,26 @@ def test_refused_images_leave_the_slots_as_they_were(shared_machine, images, var
     assert "cos_tentative" not in status(m)["grubenv"]
 
 
+# Upgrade hooks: before-upgrade acts on the running system, after-upgrade on the new one
+# (its root is the new slot; /usr/local is the machine's, where what it writes lasts).
+UPGRADE_HOOKS = """\
+stages:
+  before-upgrade:
+    - commands: ["cp /etc/os-release /usr/local/before-upgrade-saw"]
+  after-upgrade:
+    - commands: ["cat /usr/share/cos/test-variant > /usr/local/after-upgrade-saw"]
+"""
+
+
 def test_upgrade_to_v2_then_rollback_to_v1(machine, images, built):
     m = machine
     m.succeed("echo kept > /usr/local/marker && mkdir -p /root/data && echo kept > /root/data/f")
+    m.succeed(f"cat > /oem/80_upgrade_hooks.yaml <<'EOF'\n{UPGRADE_HOOKS}EOF")
     out = upgrade(m, images["v2"])
     assert "slot 3 holds" in out
+    assert m.succeed("cat /usr/local/after-upgrade-saw").strip() == "v2"
+    assert "IMAGE_VERSION" in m.succeed("cat /usr/local/before-upgrade-saw")
+    m.fail("test -e /usr/share/cos/test-variant")  # the hook did not touch the running system
     after = status(m)
     assert after["slots"]["active"]["name"] == "3" and after["slots"]["passive"]["name"] == "2"
     assert after["slots"]["active"]["version"] == testimages.next_version(built.flavor.version)
