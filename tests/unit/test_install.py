@@ -253,3 +253,18 @@ def test_the_recovery_system_installs_its_own_image(tmp_path, monkeypatch):
     assert source.tree_image == source.recovery_image == image
     assert source.recovery_info == {"version": "2", "name": "3"}
     assert source.slot_records == source.recovery_records == records
+
+
+def test_unattended_install_reads_the_nocloud_user_data(tmp_path, monkeypatch):
+    """Through cos-cloud-config's own NoCloud reader (a renamed reader once made the
+    unattended install read nothing, silently)."""
+    from cos import autoinstall
+    from cos_cloud_config import nocloud
+
+    (tmp_path / "user-data").write_text(
+        "#cloud-config\nhostname: a\ninstall:\n  device: /dev/vdb\n  after: poweroff\n"
+    )
+    monkeypatch.setattr(nocloud, "mount_volume", lambda: tmp_path)
+    assert autoinstall.from_user_data() == {"device": "/dev/vdb", "after": "poweroff"}
+    monkeypatch.setattr(nocloud, "mount_volume", lambda: None)
+    assert autoinstall.from_user_data() == {}

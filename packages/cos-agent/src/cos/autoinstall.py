@@ -43,18 +43,20 @@ def from_cmdline(cmdline: str) -> dict:
 
 
 def from_user_data() -> dict:
+    """The `install:` section of the NoCloud user-data, found as cos-cloud-config finds it
+    (a failed import is an error: it once hid that the unattended install read nothing)."""
     try:
-        from cos_cloud_config.sources import SafeLoader, mount_cidata
-    except ImportError:
-        return {}
+        from cos_cloud_config import nocloud
+    except ImportError as exc:
+        raise CosError(f"cannot read the NoCloud user-data: {exc}") from None
     import yaml
 
-    cidata = mount_cidata()
+    cidata = nocloud.mount_volume()
     user = cidata / "user-data" if cidata else None
     if user is None or not user.exists():
         return {}
     try:
-        data = yaml.load(user.read_text(), Loader=SafeLoader)
+        data = yaml.load(user.read_text(), Loader=nocloud.SafeLoader)
     except yaml.YAMLError as exc:
         raise CosError(f"{user}: malformed YAML: {exc}") from None
     section = data.get("install") if isinstance(data, dict) else None
