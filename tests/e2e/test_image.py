@@ -143,14 +143,14 @@ def test_persistence_across_reboot(machine_factory):
 
 def test_installer_iso_boots_a_live_system(installer_machine, vm_settings):
     """The installer ISO boots its own live system (packages/cos-grub/iso.cfg): the
-    recovery image, read-only from the CD, with volatile writable overlays, no cOS
+    built slot (ext4), read-only from the CD, with volatile writable overlays, no cOS
     partition mounted, the seed's cloud-config applied and the agent working."""
     m = installer_machine
     flavor = load_flavor(vm_settings.flavor)
     # The ISO's GRUB chose its live entry (the blank disk has no GRUB of its own)
     assert "cOS: booting live" in m.console_path.read_text(errors="replace")
     cmdline = m.succeed("cat /proc/cmdline").split()
-    assert {"cos.slot=live", "cos.label=COS_LIVE", "cos.image=/cOS/recovery.img"} <= set(cmdline)
+    assert {"cos.slot=live", "cos.label=COS_LIVE", "cos.image=/cOS/system.img"} <= set(cmdline)
     # The initramfs found the image's volume by label: the CD-ROM holding the ISO
     source, fstype, options = m.succeed(
         "findmnt -n -o SOURCE,FSTYPE,OPTIONS /run/cos/state"
@@ -158,12 +158,12 @@ def test_installer_iso_boots_a_live_system(installer_machine, vm_settings):
     assert fstype == "iso9660" and options.split(",")[0] == "ro", (source, fstype, options)
     assert m.succeed(f"lsblk -n -d -o TYPE {source}").strip() == "rom"
     assert m.succeed(f"blkid -o value -s LABEL {source}").strip() == "COS_LIVE"
-    # / is the recovery image (squashfs) from that CD through a loop device, read-only
+    # / is the built slot (ext4) from that CD through a loop device, read-only
     root, fstype, options = m.succeed("findmnt -n -o SOURCE,FSTYPE,OPTIONS /").split()
-    assert root.startswith("/dev/loop") and fstype == "squashfs", (root, fstype)
+    assert root.startswith("/dev/loop") and fstype == "ext4", (root, fstype)
     assert options.split(",")[0] == "ro", options
     backing = m.succeed(f"losetup -n -O BACK-FILE {root}").strip()
-    assert backing == "/run/cos/state/cOS/recovery.img", backing
+    assert backing == "/run/cos/state/cOS/system.img", backing
     assert "Read-only file system" in m.fail("touch /usr/bin/cos-should-not-exist")
     # Writable where a running system needs it: tmpfs overlays, in RAM
     for path in ("/etc", "/var", "/root", "/home"):
@@ -177,7 +177,7 @@ def test_installer_iso_boots_a_live_system(installer_machine, vm_settings):
     # The agent runs and knows where it booted from
     status = json.loads(m.succeed("cos status --json"))
     boot = status["boot"]
-    assert (boot["slot"], boot["image"], boot["label"]) == ("live", "/cOS/recovery.img", "COS_LIVE")
+    assert (boot["slot"], boot["image"], boot["label"]) == ("live", "/cOS/system.img", "COS_LIVE")
     assert status["flavor"] == flavor.name and status["version"] == flavor.version
     # The live system read the same cidata seed: the harness's hostname and key (SSH works)
     assert m.succeed("hostname").strip() == m.hostname
