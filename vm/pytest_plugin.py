@@ -330,8 +330,10 @@ class _Machines:
         arch: str,
         registry_port: int | None,
         needs: dict[str, Any] | None = None,
+        artifacts_name: str = "test",
     ):
         self.settings = settings
+        self.artifacts_name = artifacts_name  # the test's or module's node id
         self.arch = arch
         self.registry_port = registry_port
         self.needs = needs or {}  # from @pytest.mark.machine
@@ -377,12 +379,22 @@ class _Machines:
             try:
                 state = None
                 if settings.restore and not boot and wait and restorable(opts):
-                    state = saved_state(opts, uri=settings.uri, accel=machine.accel)
+                    state = saved_state(
+                        opts, uri=settings.uri, accel=machine.accel, on_failure=self._keep_template
+                    )
                 machine.start(wait=wait, timeout=timeout, check_health=health_gate, restore=state)
             finally:
                 if settings.keep and machine.is_running():
                     save(machine.kept_state(name, flavor))
         return machine
+
+    def _keep_template(self, template: Any) -> None:
+        """A template that failed to boot fails the test: its artifacts go with the test's."""
+        from vm.artifacts import collect, safe_name
+
+        collect(
+            template, self.settings.artifacts_dir / safe_name(self.artifacts_name) / template.name
+        )
 
     def finish(self, failed: bool, artifacts_name: str) -> Path | None:
         from vm.artifacts import collect, safe_name
@@ -417,7 +429,7 @@ def machine_factory(
     """
     # Only tests that use the registry get the guest forward to it.
     port = registry_port if "registry" in request.fixturenames else None
-    machines = _Machines(vm_host, vm_arch, port, machine_needs(request.node))
+    machines = _Machines(vm_host, vm_arch, port, machine_needs(request.node), request.node.nodeid)
     try:
         yield machines.make
     finally:
@@ -435,7 +447,9 @@ def shared_machine(
     in_module = [i for i in request.session.items if i.nodeid.startswith(request.node.nodeid)]
     uses_registry = any("registry" in getattr(i, "fixturenames", ()) for i in in_module)
     needs = machine_needs(request.node)  # the module's marker
-    machines = _Machines(vm_host, vm_arch, registry_port if uses_registry else None, needs)
+    machines = _Machines(
+        vm_host, vm_arch, registry_port if uses_registry else None, needs, request.node.nodeid
+    )
     failed_before = request.session.testsfailed
     try:
         machine = machines.make()

@@ -6,9 +6,11 @@ that need the same state wait for it and then restore from it. A state is made a
 when what it was made from changed (vm/savedstate.py: the key).
 """
 
+import contextlib
 import dataclasses
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,16 @@ def state_inputs(options: MachineOptions, accel: str) -> dict[str, Any]:
     }
 
 
-def saved_state(options: MachineOptions, *, uri: str, accel: Accel) -> SavedState:
-    """The finished saved state for `options`, made now if there is none (or a stale one)."""
+def saved_state(
+    options: MachineOptions,
+    *,
+    uri: str,
+    accel: Accel,
+    on_failure: Callable[[Machine], None] | None = None,
+) -> SavedState:
+    """The finished saved state for `options`, made now if there is none (or a stale one).
+    When the template fails to boot, `on_failure(template)` runs before it is removed (to
+    keep its console and journal as the test's artifacts)."""
     inputs = state_inputs(options, accel.name)
     key = savedstate.state_key(inputs)
     with savedstate.locked(key) as folder:
@@ -76,7 +86,14 @@ def saved_state(options: MachineOptions, *, uri: str, accel: Accel) -> SavedStat
             template.save_state(state)
             state = dataclasses.replace(state, made_in=round(time.monotonic() - started, 2))
             savedstate.record(state)
-        except BaseException:
+        except BaseException as exc:
+            exc.add_note(
+                f"(while booting {template.name}, the template of saved state {key} that "
+                "the test's machine was to be restored from)"
+            )
+            if on_failure is not None:
+                with contextlib.suppress(Exception):
+                    on_failure(template)
             template.cleanup(remove_files=False)
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -22,6 +22,14 @@ def backing_file(machine, disk: str = "disk.qcow2") -> str:
     return json.loads(info)["backing-filename"]
 
 
+def restored(machine_factory, vm_settings):
+    """A machine restored from the saved state of its options, even under --no-restore."""
+    m = machine_factory(start=False)
+    m.start(restore=saved_state(m.options, uri=vm_settings.uri, accel=m.accel))
+    assert m.restores == 1
+    return m
+
+
 def test_two_machines_restored_at_once_from_one_state_are_independent(
     machine_factory, vm_settings
 ) -> None:
@@ -59,14 +67,15 @@ def test_two_machines_restored_at_once_from_one_state_are_independent(
     assert a.succeed("cat /usr/local/restore-marker").strip() == "only-a"
     assert b.succeed("cat /usr/local/restore-marker").strip() == "only-b"
     # The saved disk itself is untouched: a third machine sees neither file.
-    c = machine_factory()
-    assert c.restores == 1
+    c = restored(machine_factory, vm_settings)
     c.fail("test -e /usr/local/restore-marker")
 
 
-def test_restored_machine_reboots_and_power_cycles_like_a_booted_one(machine_factory) -> None:
-    m = machine_factory()
-    assert m.restores == 1
+@pytest.mark.slow  # the fast run reboots and power-cycles restored machines in test_harness
+def test_restored_machine_reboots_and_power_cycles_like_a_booted_one(
+    machine_factory, vm_settings
+) -> None:
+    m = restored(machine_factory, vm_settings)
     machine_id = m.succeed("cat /etc/machine-id").strip()
     restored_boot = m.boot_id
     m.succeed("echo kept > /usr/local/cycle-marker; echo gone > /run/cycle-marker; sync")
