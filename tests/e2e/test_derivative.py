@@ -6,11 +6,14 @@ The derivative is built here for the run's arch (its parent is the image the sui
 built, so only the derivative's stages run, or none when they are current)."""
 
 import json
+import shutil
+from functools import partial
 
 import pytest
 
 from toolkit import oci
 from toolkit.build import ImageBuild, build, image_folder
+from toolkit.errors import CosError
 from toolkit.flavors import load_flavor
 from toolkit.publish import push_signed, repository_for
 
@@ -91,3 +94,50 @@ def test_a_machine_on_the_parent_upgrades_to_the_derivative_and_rolls_back(
     assert (back["flavor"], back["version"]) == (PARENT, parent.flavor.version)
     assert back["slots"]["active"]["name"] == "2"
     m.fail("command -v nginx")
+
+
+@pytest.mark.slow
+@pytest.mark.image
+def test_a_containerfile_that_removes_the_agent_is_refused(tmp_path, vm_settings, vm_arch):
+    """With the real parent image: buildah runs the step, the check after it names the
+    Containerfile and what is gone, and the stage leaves no rootfs behind."""
+    from toolkit import buildah, derivative
+    from toolkit.arch import get_arch
+    from toolkit.cache import StageCache, call_with_outputs
+    from toolkit.cosign import ensure_keypair
+
+    if vm_settings.flavor != PARENT:
+        pytest.skip(f"the Containerfile here builds on {PARENT}")
+    arch = get_arch(vm_arch)
+    parent = ImageBuild(load_flavor(PARENT), arch, image_folder(PARENT, vm_arch))
+    images = tmp_path / "images"
+    shutil.copytree(parent.flavor.folder, images / PARENT)
+    (images / "no-agent").mkdir()
+    (images / "no-agent/flavor.yaml").write_text(
+        f"name: no-agent\ndescription: x\nparent: {PARENT}\nversion: 1.0.0\n"
+    )
+    (images / "no-agent/Containerfile").write_text(
+        f"FROM cos/{PARENT}\nRUN dpkg --purge --force-depends cos-agent\n"
+    )
+    flavor = load_flavor("no-agent", images)
+    added = tmp_path / "added"
+    buildah.build_containerfile(
+        flavor, arch, parent.flavor.version, parent.oci_archive, parent.oci_layout, added,
+        1700000000, log=lambda _: None,
+    )  # fmt: skip
+    layers, _ = buildah.added_layers(added)
+    assert len(layers) == 1
+    rootfs, finish = tmp_path / "rootfs", tmp_path / "finish.tar"
+    function = partial(
+        derivative.make_derived_rootfs, flavor, arch, parent.rootfs, added,
+        ensure_keypair()[1], "test", 1700000000, rootfs, finish, log=lambda _: None,
+    )  # fmt: skip
+    with pytest.raises(CosError) as raised:
+        StageCache(tmp_path).run(
+            "rootfs", {"x": 1}, [rootfs, finish], partial(call_with_outputs, function)
+        )
+    assert str(raised.value) == (
+        f"{flavor.containerfile}: the image lacks what a cOS system needs: "
+        "the agent (package cos-agent, /usr/bin/cos)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".stamps", "added", "images"]
