@@ -1,5 +1,5 @@
-"""Boot a built image and check it: `invoke build --boot`, and `invoke bench`'s boot
-figures (report_boots)."""
+"""Boot a built image and check it: `invoke build --boot`, and `invoke bench`'s boot and
+restore figures (report_boots)."""
 
 import secrets
 import statistics
@@ -81,3 +81,33 @@ def report_boots(flavor: str, arch: str, runs: int, log: Callable[[str], None] =
         previous = at
     serial, together = parallel_boots(flavor, arch)
     log(f"  2 boots one after another {serial:6.1f} s, at once {together:6.1f} s")
+    made_in, restores = restore_figures(flavor, arch, runs)
+    log(f"{arch} restore from a saved state (the state was made in {made_in:.1f} s)")
+    for phase in ("restore", "ssh"):
+        values = [r[phase] for r in restores]
+        log(
+            f"  {phase:14} median {statistics.median(values):5.1f} s "
+            f"(min {min(values):.1f}, max {max(values):.1f}, {len(values)} restores)"
+        )
+
+
+def restore_figures(flavor: str, arch: str, runs: int) -> tuple[float, list[dict[str, float]]]:
+    """Seconds it took to make the saved state of a default machine (now, or by the run
+    that made it), and for `runs` restores one after another plus two at once: to the
+    resumed domain ("restore") and to SSH ("ssh"), from the moment it was asked for."""
+    from vm.accel import choose_accel
+    from vm.connection import default_uri
+    from vm.restore import saved_state
+
+    options = MachineOptions(arch=arch, image=built_disk(flavor, arch))
+    state = saved_state(options, uri=default_uri(), accel=choose_accel(arch))
+
+    def restore(_i: int) -> dict[str, float]:
+        with Machine(f"bench-{arch}-{secrets.token_hex(3)}", options, uri=default_uri()) as m:
+            m.start(restore=state)
+            return {"restore": m.boot_history[0]["restore"], "ssh": m.boot_history[0]["ssh"]}
+
+    results = [restore(i) for i in range(runs)]
+    with ThreadPoolExecutor(2) as pool:
+        results += list(pool.map(restore, range(2)))
+    return state.made_in, results
