@@ -170,7 +170,14 @@ def upgrade_recovery(
             if start.keep:
                 size = max(size, running.stat().st_size)
             pulled = sum(int(layer["size"]) for layer in plan.layers[start.keep :])
+            if not dry_run:  # what an interrupted run left takes no room from this one
+                for leftover in slots.leftovers(state, pointer):
+                    progress.stage(f"removing {leftover.name}, left by an interrupted run")
+                    leftover.unlink()
             with _recovery_partition(writable=not dry_run) as root:
+                if not dry_run:
+                    for name in remove_all_but(root, current_name(root)):
+                        progress.stage(f"removing {name}, left by an interrupted run")
                 # The squashfs is about as big as the image's gzip layers (same content,
                 # same compressor): 121.2 MB against 121.1 MB for x86_64 trixie.
                 check_space(root, plan.download_bytes, "the new recovery image")
@@ -180,9 +187,6 @@ def upgrade_recovery(
                     f"would write a recovery image from {plan.repository}@{plan.digest}, "
                     f"pulling {pulled / MiB:.1f} of {plan.download_bytes / MiB:.1f} MiB"
                 )
-            for leftover in slots.leftovers(state, pointer):
-                progress.stage(f"removing {leftover.name}, left by an interrupted run")
-                leftover.unlink()
             try:
                 records = upgrade.write_slot(plan, state, SCRATCH, size, progress, running, start)
                 with _recovery_partition(writable=True) as root:
@@ -191,8 +195,8 @@ def upgrade_recovery(
                         with progress.step("making the recovery image (squashfs)"):
                             make_squashfs(slots.image_path(state, SCRATCH), partial)
                     made = describe_image(root)
-            finally:
-                for path in slots.files_of(state, SCRATCH):
+            finally:  # the scratch slot, whole or partial
+                for path in (state / slots.SLOTS).glob(f"*{SCRATCH}*"):
                     path.unlink()
     return (
         f"recovery image {made['name']} holds {plan.repository}@{plan.digest} "
