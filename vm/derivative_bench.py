@@ -41,5 +41,5 @@ def report_derivatives(flavor: str, arch: str, log: Callable[[str], None] = prin
         log(
             f"  pulled {figures['pulled'] / 1e6:.2f} MB of the image's "
             f"{figures['image'] / 1e6:.1f} MB; its own layers: "
-            f"{' + '.join(f'{n / 1e6:.2f}' for n in own)} MB"
+            f"{' + '.join(f'{n / 1e3:.1f}' for n in own)} kB"
         )
