@@ -736,3 +736,24 @@ def test_target_root_is_the_image_as_it_boots_with_oem_and_persistent_writable(t
     assert (oem / "90_hook.yaml").exists() and (persistent / "data").read_text() == "kept"
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before  # the image is untouched
     assert not root.exists()
+
+
+def test_cos_setup_fetches_a_url_and_names_one_that_does_not_answer(root: Path, tmp_path: Path):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    write(served, "setup.yaml", "#cloud-config\nhostname: from-url\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/setup.yaml"
+        loaded = sources.load(root, cmdline=f"cos.setup={url}")
+        assert loaded.documents[-1].data == {"hostname": "from-url"}
+        loaded = sources.load(root, cmdline=f"cos.setup={url.replace('setup', 'missing')}")
+        assert "missing.yaml (cos.setup=): cannot read it" in loaded.errors[0]
+    finally:
+        server.shutdown()
+        server.server_close()
