@@ -119,7 +119,9 @@ def machine(tmp_path, monkeypatch, keys):
     monkeypatch.setattr(upgrade, "LOCK", tmp_path / "upgrade.lock")
     monkeypatch.setattr(upgrade, "WORK", tmp_path / "work")
     monkeypatch.setattr(upgrade, "machine_arch", lambda: "amd64")
-    monkeypatch.setattr(upgrade, "run_stage", lambda stage, progress, **_: None)  # no cloud-config here
+    monkeypatch.setattr(
+        upgrade, "run_stage", lambda stage, progress, **_: None
+    )  # no cloud-config here
     return parts["COS_STATE"]
 
 
