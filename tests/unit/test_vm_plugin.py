@@ -139,7 +139,8 @@ def test_timing_summary_and_failure_kinds(pytester: pytest.Pytester) -> None:
             raise GuestUnreachable("no SSH")
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--timing-json=t.json")
+    # In a child process: its machine events must not join this session's.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--timing-json=t.json")
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines([
         "*machine timing*",
