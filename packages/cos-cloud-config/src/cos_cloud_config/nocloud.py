@@ -112,11 +112,17 @@ def _replace_folder(source: Path, target: Path) -> None:
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True, mode=0o700)
     for name, data in wanted.items():
-        (fresh / name).write_bytes(data)
+        with open(fresh / name, "wb") as f:
+            f.write(data)
+            os.fsync(f.fileno())  # these files, not every file system (sync costs seconds here)
     old = target.with_name(target.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.rename(target, old)
     os.rename(fresh, target)
     shutil.rmtree(old, ignore_errors=True)
-    os.sync()
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
