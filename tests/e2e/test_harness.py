@@ -265,7 +265,11 @@ def test_disk_that_does_not_boot_fails_in_bounded_time(machine_factory) -> None:
 
 
 CHILD = """
-import sys, time
+import signal, sys, time
+# A run started in the background by a non-interactive shell inherits SIGINT ignored, and
+# Python then installs no KeyboardInterrupt handler; an interactive run, which Ctrl-C
+# reaches, has it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from vm.images import built_disk
 from vm.machine import Machine, MachineOptions
 
