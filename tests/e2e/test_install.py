@@ -29,6 +29,15 @@ write_files:
 stages:
   network:
     - hostname: installed-host
+  before-install:
+    - commands: ["touch /run/cos-before-install-ran"]
+  after-install:
+    - name: acts on the installed system, lasting where it can
+      commands:
+        - "grep -q ^VARIANT_ID= /etc/os-release > /usr/local/after-install-saw-the-target"
+      files:
+        - path: /oem/91_from_after_install.yaml
+          content: "stages: {boot: [{files: [{path: /etc/from-after-install, content: hook}]}]}"
 """
 
 
@@ -95,6 +104,8 @@ def test_install_from_the_iso_then_boot_the_disk(installer_machine):
         assert step in out, (step, out)
     # A second run on the written disk is refused without --force
     assert "holds a partition table (gpt); use --force" in m.fail("cos install /dev/vda 2>&1")
+    m.succeed("test -e /run/cos-before-install-ran")  # the config's before-install step
+    m.fail("test -e /usr/local/after-install-saw-the-target")  # not the live system's
     m.reboot(timeout=INSTALL_TIMEOUT)
     assert_installed_system(m)
     # The install config on COS_OEM ran at boot: the user, the file, the hostname
@@ -102,6 +113,9 @@ def test_install_from_the_iso_then_boot_the_disk(installer_machine):
     assert m.succeed("getent passwd alice").split(":")[6].strip() == "/bin/bash"
     assert m.succeed("cat /etc/cos-installed-by") == "cos install --config\n"
     assert m.succeed("hostname").strip() == "installed-host"
+    # The after-install step wrote to the target's COS_PERSISTENT and COS_OEM
+    m.succeed("test -e /usr/local/after-install-saw-the-target")
+    assert m.succeed("cat /etc/from-after-install") == "hook"
     # COS_PERSISTENT grew to the rest of the 8 GiB disk
     size = int(m.succeed("blockdev --getsize64 /dev/disk/by-label/COS_PERSISTENT"))
     assert size > 5 << 30, size
