@@ -34,7 +34,7 @@ stages:
   after-install:
     - name: acts on the installed system, lasting where it can
       commands:
-        - "grep -q ^VARIANT_ID= /etc/os-release > /usr/local/after-install-saw-the-target"
+        - "grep -q ^VARIANT_ID= /etc/os-release && touch /usr/local/after-install-saw-the-target"
       files:
         - path: /oem/91_from_after_install.yaml
           content: "stages: {boot: [{files: [{path: /etc/from-after-install, content: hook}]}]}"
