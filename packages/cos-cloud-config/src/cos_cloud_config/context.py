@@ -56,13 +56,31 @@ def tail(result: subprocess.CompletedProcess, limit: int = 400) -> str:
     return ("..." + output[-limit:]) if len(output) > limit else (output or "no output")
 
 
+def each(entries, apply, label=None) -> None:
+    """apply() to every entry, even after one failed: the failures are reported together,
+    each after its label."""
+    problems = []
+    for entry in entries:
+        try:
+            apply(entry)
+        except (StepError, OSError) as exc:
+            problems.append(f"{label(entry)}: {exc}" if label else str(exc))
+    if problems:
+        raise StepError("; ".join(problems))
+
+
 def write_text_if_changed(path: Path, text: str, mode: int | None = None) -> bool:
-    """Write only when the content differs (a second run changes nothing); atomically."""
-    if path.exists() and not path.is_symlink() and path.read_text() == text:
+    return write_if_changed(path, text.encode(), mode)
+
+
+def write_if_changed(path: Path, data: bytes, mode: int | None = None) -> bool:
+    """Write only when the content differs (a second run changes nothing); atomically.
+    Without a mode, the file keeps the one it had."""
+    if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.cos-new")
-    temporary.write_text(text)
+    temporary.write_bytes(data)
     if mode is not None:
         temporary.chmod(mode)
     elif path.exists():

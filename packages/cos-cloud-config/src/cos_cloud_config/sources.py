@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from cos_cloud_config import nocloud
+from cos_cloud_config.nocloud import SafeLoader
 
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DIRECTORIES = ["system/oem", "oem", "usr/local/cloud-config"]
 SETUP_ARGUMENT = "cos.setup="
 FETCH_TIMEOUT = 10

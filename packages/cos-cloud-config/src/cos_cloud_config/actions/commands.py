@@ -3,7 +3,7 @@
 import shlex
 
 from cos_cloud_config import schema
-from cos_cloud_config.context import Context, StepError
+from cos_cloud_config.context import Context, each
 
 COMMAND = schema.one_of(
     schema.STR, schema.list_of(schema.SCALAR), name="a command line or an argv list"
@@ -19,16 +19,11 @@ def argv_of(command) -> list[str]:
 def commands(ctx: Context, entries: list) -> None:
     """Each command runs even when one before it failed; the failures are reported
     together, each with its exit status and the tail of its output."""
-    problems = []
-    for index, command in enumerate(entries):
-        if ctx.dry_run:
-            continue
-        try:
-            ctx.run(argv_of(command), f"[{index}] {_short(command)}")
-        except (StepError, OSError) as exc:
-            problems.append(str(exc))
-    if problems:
-        raise StepError("; ".join(problems))
+    if not ctx.dry_run:
+        each(
+            enumerate(entries),
+            lambda item: ctx.run(argv_of(item[1]), f"[{item[0]}] {_short(item[1])}"),
+        )
 
 
 def script(lines: list) -> str:

@@ -3,10 +3,9 @@
 import base64
 import gzip
 import os
-from pathlib import Path
 
 from cos_cloud_config import accounts, schema
-from cos_cloud_config.context import Context, StepError
+from cos_cloud_config.context import Context, StepError, each, write_if_changed
 
 
 def b64(content: str) -> bytes:
@@ -102,25 +101,15 @@ def write_file(ctx: Context, spec: dict) -> None:
             with open(path, "ab") as f:
                 f.write(data)
     else:
-        _replace_bytes(path, data)
+        write_if_changed(path, data)
     if mode is not None:
         path.chmod(mode)
     if ownership:
         os.chown(path, *ownership)
 
 
-def _replace_bytes(path: Path, data: bytes) -> None:
-    if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
-        return
-    temporary = path.with_name(f".{path.name}.cos-new")
-    temporary.write_bytes(data)
-    if path.exists():
-        temporary.chmod(path.stat().st_mode & 0o7777)
-    os.replace(temporary, path)
-
-
 def files(ctx: Context, specs: list[dict]) -> None:
-    each(specs, lambda spec: write_file(ctx, spec))
+    each(specs, lambda spec: write_file(ctx, spec), label=lambda spec: spec["path"])
 
 
 def make_directory(ctx: Context, spec: dict) -> None:
@@ -137,16 +126,4 @@ def make_directory(ctx: Context, spec: dict) -> None:
 
 
 def directories(ctx: Context, specs: list[dict]) -> None:
-    each(specs, lambda spec: make_directory(ctx, spec))
-
-
-def each(specs: list[dict], apply) -> None:
-    """Every entry is tried: one bad path does not keep the others from being written."""
-    problems = []
-    for spec in specs:
-        try:
-            apply(spec)
-        except (StepError, OSError) as exc:
-            problems.append(f"{spec['path']}: {exc}")
-    if problems:
-        raise StepError("; ".join(problems))
+    each(specs, lambda spec: make_directory(ctx, spec), label=lambda spec: spec["path"])

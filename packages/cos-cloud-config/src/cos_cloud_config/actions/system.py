@@ -6,7 +6,7 @@ import re
 import socket
 
 from cos_cloud_config import schema
-from cos_cloud_config.context import Context, StepError, write_text_if_changed
+from cos_cloud_config.context import Context, StepError, each, write_text_if_changed
 
 HOSTS = schema.map_of(
     schema.one_of(schema.STR, schema.list_of(schema.STR), name="a name or a list of names")
@@ -84,16 +84,16 @@ def sysctl(ctx: Context, settings: dict) -> None:
         text = "".join(f"{key} = {value}\n" for key, value in settings.items())
         write_text_if_changed(ctx.path("/etc/sysctl.d/90-cos-cloud-config.conf"), text, mode=0o644)
         return
-    problems = []
-    for key, value in settings.items():
-        path = "/proc/sys/" + str(key).replace(".", "/")
+
+    def write(item: tuple) -> None:
+        key, value = item
         try:
-            with open(path, "w") as f:
+            with open("/proc/sys/" + str(key).replace(".", "/"), "w") as f:
                 f.write(str(value))
         except OSError as exc:
-            problems.append(f"{key}={value}: {exc.strerror or exc}")
-    if problems:
-        raise StepError("; ".join(problems))
+            raise StepError(exc.strerror or str(exc)) from None
+
+    each(settings.items(), write, label=lambda item: f"{item[0]}={item[1]}")
 
 
 def environment(ctx: Context, variables: dict) -> None:
@@ -126,14 +126,7 @@ def modules(ctx: Context, names: list[str]) -> None:
             ctx.path("/etc/modules-load.d/90-cos-cloud-config.conf"), text, mode=0o644
         )
         return
-    problems = []
-    for name in names:
-        try:
-            ctx.run(["modprobe", str(name)], f"modprobe {name}")
-        except StepError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise StepError("; ".join(problems))
+    each(names, lambda name: ctx.run(["modprobe", str(name)], f"modprobe {name}"))
 
 
 def timesyncd(ctx: Context, settings: dict) -> None:

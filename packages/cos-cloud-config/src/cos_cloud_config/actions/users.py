@@ -4,7 +4,7 @@ groupadd, chpasswd), given --root when the root is not the running system."""
 import os
 
 from cos_cloud_config import accounts, schema
-from cos_cloud_config.context import Context, StepError, write_text_if_changed
+from cos_cloud_config.context import Context, StepError, each, write_text_if_changed
 
 USER_FIELDS = {
     "passwd": schema.STR,
@@ -98,15 +98,8 @@ def ensure_user(ctx: Context, name: str, spec: dict) -> None:
 
 
 def users(ctx: Context, specs: dict) -> None:
-    problems = []
-    for name, spec in specs.items():
-        try:
-            if not ctx.dry_run:
-                ensure_user(ctx, str(name), spec or {})
-        except (StepError, OSError) as exc:
-            problems.append(f"{name}: {exc}")
-    if problems:
-        raise StepError("; ".join(problems))
+    if not ctx.dry_run:
+        each(specs.items(), lambda item: ensure_user(ctx, str(item[0]), item[1] or {}), _name)
 
 
 def add_authorized_keys(ctx: Context, user: str, keys: list[str], options: str = "") -> None:
@@ -145,14 +138,11 @@ def _bare(line: str) -> str:
 
 
 def authorized_keys(ctx: Context, specs: dict) -> None:
-    problems = []
-    for user, keys in specs.items():
-        try:
-            add_authorized_keys(ctx, str(user), keys)
-        except (StepError, OSError) as exc:
-            problems.append(f"{user}: {exc}")
-    if problems:
-        raise StepError("; ".join(problems))
+    each(specs.items(), lambda item: add_authorized_keys(ctx, str(item[0]), item[1]), _name)
+
+
+def _name(item: tuple) -> str:
+    return str(item[0])
 
 
 def ensure_lines(ctx: Context, path: str, lines: list[str], mode: int | None = None) -> None:
