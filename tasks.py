@@ -95,19 +95,28 @@ def registry(c, port=5000):
         "from COS_REGISTRY_USER/COS_REGISTRY_PASSWORD, COS_REGISTRY_TOKEN, or the "
         "containers/docker auth files",
         "test-images": "also v2, unsigned, other-key, panic, unhealthy and hang variants",
+        "image": "instead of a flavor: what `invoke build --image REF` made of REF",
     }
 )
 @guard
-def push(c, flavor=None, arch=None, port=5000, registry=None, test_images=False):
+def push(c, flavor=None, arch=None, port=5000, registry=None, test_images=False, image=None):
     """Push built images (and a multi-arch index) to the local registry or to --registry,
-    signed; with --test-images, also the upgrade scenarios' images (toolkit/testimages.py)."""
-    from toolkit.publish import destination, push_flavors
+    signed; with --test-images, also the upgrade scenarios' images (toolkit/testimages.py);
+    with --image REF, the outputs of `invoke build --image REF`."""
+    from toolkit.publish import destination, push_built_image, push_flavors
     from toolkit.registry import start_registry
     from vm.hostcheck import ensure_host
 
+    if image is not None and (flavor is not None or test_images):
+        raise Exit(
+            "--image pushes what was built from the image: no --flavor or --test-images", code=2
+        )
     address = destination(registry) if registry else None
     ensure_host()  # the build needs mmdebstrap, qemu-user, docker-registry, ...
     address = address or start_registry(port=int(port))
+    if image is not None:
+        push_built_image(image, arch, address, check_access=bool(registry))
+        return
     # Credentials and the right to push are checked before the build, not after it.
     push_flavors(flavor, arch, address, test_images=test_images, check_access=bool(registry))
 

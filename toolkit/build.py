@@ -308,17 +308,15 @@ def build(flavor_name: str | None, arch_name: str | None, log=print) -> list[Ima
         log(f"== {flavor.name} {arch.name}")
         images.append(build_image(flavor, arch, repo, log))
     if len(images) > 1:
-        index = build_multiarch_index(images)
+        index = build_multiarch_index(images, image_folder(flavor.name, "multiarch"))
         log(f"multi-arch index: {index}")
     return images
 
 
-def build_multiarch_index(images: list[ImageBuild]) -> Path:
-    """The OCI index over the per-arch images of one flavor; returns its layout folder."""
-    return oci.build_index(
-        {i.arch.oci: oci.read_oci_image(i.folder) for i in images},
-        image_folder(images[0].flavor.name, "multiarch"),
-    )
+def build_multiarch_index(images: list[ImageBuild], folder: Path) -> Path:
+    """The OCI index over the per-arch images of one flavor, in `folder`; returns its layout
+    folder."""
+    return oci.build_index({i.arch.oci: oci.read_oci_image(i.folder) for i in images}, folder)
 
 
 def summary(images: list[ImageBuild]) -> str:

@@ -1,7 +1,11 @@
 """The containerfile stage of a Containerfile flavor: buildah builds the Containerfile from
 the parent's OCI archive (`bud --isolation chroot`, a vfs storage of the build's own: no
 container engine, no cgroups), and only the layers it added are kept, checked to sit on
-the parent's layers (toolkit.derivative makes the image from them)."""
+the parent's layers (toolkit.derivative makes the image from them).
+
+`--layers` gives each RUN, COPY and ADD its own layer, as other image builders do, so a
+layer that breaks the system is named by the file and line of the instruction that made
+it."""
 
 import json
 import os
@@ -51,7 +55,7 @@ def build_containerfile(
         rewritten.write_text(text)
         tag = f"localhost/cos-build/{flavor.name}:{arch.name}"
         bud = [
-            "buildah", *storage_options(work), "bud", "--isolation", "chroot",
+            "buildah", *storage_options(work), "bud", "--isolation", "chroot", "--layers",
             "--platform", f"linux/{arch.oci}", "--timestamp", str(epoch),
             "-f", str(rewritten), "-t", tag, str(flavor.folder),
         ]  # fmt: skip
@@ -63,7 +67,7 @@ def build_containerfile(
             log=log,
             env=system_env(),
         )
-        keep_added_layers(parsed.path, layout, parent_layout, out, steps)
+        keep_added_layers(parsed, layout, parent_layout, out, steps)
     finally:
         remove_tree(work)
 
@@ -114,11 +118,17 @@ def _image(layout: Path) -> tuple[dict, dict]:
 
 
 def keep_added_layers(
-    source: Path, layout: Path, parent_layout: Path, out: Path, steps: list[dict]
+    parsed: containerfile.Containerfile,
+    layout: Path,
+    parent_layout: Path,
+    out: Path,
+    steps: list[dict],
 ) -> None:
-    """From buildah's image in `layout`, the layers above the parent's into `out`. Its
-    copies of the parent's layers are dropped (it compresses them anew, other bytes); the
-    parent's own blobs are what the derivative's image shares."""
+    """From buildah's image in `layout`, the layers above the parent's into `out`, each
+    with the instruction that made it. Its copies of the parent's layers are dropped (it
+    compresses them anew, other bytes); the parent's own blobs are what the derivative's
+    image shares."""
+    source = parsed.path
     manifest, config = _image(layout)
     _, parent_config = _image(parent_layout)
     below = parent_config["rootfs"]["diff_ids"]
@@ -129,6 +139,9 @@ def keep_added_layers(
             f"({len(below)} layers); a derivative may only add layers"
         )
     history = [h for h in config.get("history", []) if not h.get("empty_layer")]
+    made_by = parsed.layer_instructions()
+    if len(made_by) != len(manifest["layers"]) - len(below):
+        made_by = []  # not one layer per instruction: name the file only
     out.mkdir(parents=True)
     added = []
     for index, layer in enumerate(manifest["layers"][len(below) :], start=len(below)):
@@ -139,7 +152,11 @@ def keep_added_layers(
         name = layer["digest"].partition(":")[2]
         os.link(oci.blob_path(layout, layer["digest"]), out / name)
         created_by = history[index].get("created_by", "") if index < len(history) else ""
-        added.append({"blob": name, "diff_id": diff_ids[index], "created_by": created_by})
+        instruction = made_by[index - len(below)] if made_by else None
+        origin = f"{parsed.where(instruction)}: {instruction.text}" if instruction else str(source)
+        added.append(
+            {"blob": name, "diff_id": diff_ids[index], "created_by": created_by, "origin": origin}
+        )
     info = {"config": config.get("config", {}), "layers": added, "steps": steps}
     (out / ADDED_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
@@ -152,6 +169,12 @@ def added_layers(folder: Path) -> tuple[list[oci.NewLayer], dict]:
         for layer in info["layers"]
     ]
     return layers, info["config"]
+
+
+def layer_origins(folder: Path) -> list[str]:
+    """For each of the containerfile stage's layers, `FILE:LINE: INSTRUCTION` of the
+    instruction that made it (the file alone when that is not known)."""
+    return [layer["origin"] for layer in json.loads((folder / ADDED_INFO).read_text())["layers"]]
 
 
 def added_steps(folder: Path) -> list[dict]:

@@ -37,6 +37,14 @@ class Containerfile:
     def where(self, instruction: Instruction) -> str:
         return f"{self.path}:{instruction.line}"
 
+    def layer_instructions(self) -> list[Instruction]:
+        """The final stage's instructions that each add a layer (`buildah bud --layers`
+        commits one per RUN, COPY and ADD; the others change only the config)."""
+        last_from = max(i for i, ins in enumerate(self.instructions) if ins.keyword == "FROM")
+        return [
+            ins for ins in self.instructions[last_from:] if ins.keyword in ("RUN", "COPY", "ADD")
+        ]
+
     def instruction_at_step(self, text: str) -> Instruction | None:
         """The instruction buildah names in a `STEP n/m: TEXT` line (it prints it joined)."""
         wanted = " ".join(text.split())

@@ -20,7 +20,7 @@ from pathlib import Path
 from cos.layers import apply_layer
 from toolkit import oci
 from toolkit.arch import Arch
-from toolkit.buildah import added_layers
+from toolkit.buildah import added_layers, layer_origins
 from toolkit.errors import CosError
 from toolkit.flavors import Flavor
 from toolkit.initramfs import INIT
@@ -48,10 +48,24 @@ def make_derived_rootfs(
     log=print,
 ) -> None:
     """`target`: the parent's rootfs with the added layers applied, checked and finished;
-    `finish_tar`: what finishing changed, as a layer (uncompressed)."""
+    `finish_tar`: what finishing changed, as a layer (uncompressed). The system is checked
+    after each layer, so what is missing at the end is blamed on the instruction that
+    last took it away (a later layer may put back what an earlier one removed)."""
     run(["cp", "-a", "--reflink=auto", str(parent_rootfs), str(target)], what="copying the parent")
     layers, _config = added_layers(added)
-    apply_layers(target, layers, str(flavor.containerfile))
+    origins = layer_origins(added)
+    blame: dict[str, str] = {}  # problem -> the origin of the layer that left it
+    for layer, origin in zip(layers, origins, strict=True):
+        apply_layers(target, [layer], origin)
+        blame = {problem: blame.get(problem, origin) for problem in system_problems(target, arch)}
+    if blame:
+        raise CosError(
+            "\n".join(
+                f"{origin}: {describe([p for p, o in blame.items() if o == origin])}"
+                for origin in dict.fromkeys(origins)  # in layer order, each once
+                if origin in blame.values()
+            )
+        )
     finish_as_layer(target, str(flavor.containerfile), flavor, arch, image_key, build_id, epoch,
                     finish_tar, log)  # fmt: skip
 
@@ -111,28 +125,44 @@ def kernels(rootfs: Path) -> list[str]:
     return [v for v in found if (rootfs / f"boot/vmlinuz-{v}").is_file()]
 
 
-def check_system(rootfs: Path, source: str, arch: Arch) -> None:
-    """CosError naming `source` (the Containerfile, the image) and every missing part, if
-    the tree lacks what a cOS system boots and upgrades with."""
+LACKS = "lacks "  # marks a missing part among system_problems
+
+
+def system_problems(rootfs: Path, arch: Arch) -> list[str]:
+    """What keeps the tree from being a cOS system that boots and upgrades: each missing
+    part (LACKS + what), and more than one kernel."""
     packages = installed_packages(rootfs)
-    missing = [
-        f"{what} (package {package}, /{path})"
+    problems = [
+        f"{LACKS}{what} (package {package}, /{path})"
         for what, package, path in REQUIRED
         if package not in packages or not (rootfs / path).is_file()
     ]
     found = kernels(rootfs)
     if not found:
-        missing.append("a kernel (/boot/vmlinuz-VERSION with /usr/lib/modules/VERSION)")
-    grub = arch.grub_efi_package
-    if grub not in packages:
-        missing.append(f"GRUB's EFI modules (package {grub})")
-    if missing:
-        raise CosError(f"{source}: the image lacks what a cOS system needs: {'; '.join(missing)}")
+        problems.append(f"{LACKS}a kernel (/boot/vmlinuz-VERSION with /usr/lib/modules/VERSION)")
+    if arch.grub_efi_package not in packages:
+        problems.append(f"{LACKS}GRUB's EFI modules (package {arch.grub_efi_package})")
     if len(found) > 1:
-        raise CosError(
-            f"{source}: the image has {len(found)} kernels ({', '.join(found)}); a cOS image "
-            "boots one: remove the others"
+        problems.append(
+            f"the image has {len(found)} kernels ({', '.join(found)}); a cOS image boots one: "
+            "remove the others"
         )
+    return problems
+
+
+def describe(problems: list[str]) -> str:
+    missing = [p.removeprefix(LACKS) for p in problems if p.startswith(LACKS)]
+    others = [p for p in problems if not p.startswith(LACKS)]
+    lacks = [f"the image lacks what a cOS system needs: {'; '.join(missing)}"] if missing else []
+    return "; ".join(lacks + others)
+
+
+def check_system(rootfs: Path, source: str, arch: Arch) -> None:
+    """CosError naming `source` (the Containerfile, the image) and every problem, if the
+    tree is not a cOS system that boots and upgrades."""
+    problems = system_problems(rootfs, arch)
+    if problems:
+        raise CosError(f"{source}: {describe(problems)}")
 
 
 Entry = tuple[int, int, int, int, int, str]

@@ -22,7 +22,13 @@ from pathlib import Path
 from cos import osrelease
 from toolkit import cosign, derivative, oci, paths
 from toolkit.arch import Arch, host_arch, resolve_arches
-from toolkit.build import ImageBuild, check_free_space, output_stages, stage_runner
+from toolkit.build import (
+    ImageBuild,
+    build_multiarch_index,
+    check_free_space,
+    output_stages,
+    stage_runner,
+)
 from toolkit.errors import CosError
 from toolkit.flavors import DEFAULT_PERSISTENT_PATHS, Flavor
 from toolkit.reproducible import source_date_epoch
@@ -191,18 +197,23 @@ def write_imported_oci(
     )
 
 
+def from_image_folder(reference: str, arch: str) -> Path:
+    """build/images/from-image/<name>/<arch>, or <name>/multiarch for the index."""
+    return paths.build_dir() / "images" / "from-image" / name_of(reference) / arch
+
+
 def build_from_image(reference: str, arch_name: str | None, log=print) -> list[ImageBuild]:
-    """A disk, ISO and OCI image per requested arch (default: the host's) of `reference`."""
+    """A disk, ISO and OCI image per requested arch (default: the host's) of `reference`,
+    and the multi-arch index over them when there are several."""
     arches = resolve_arches(arch_name or host_arch(), ["x86_64", "aarch64"])
-    name = name_of(reference)
     _private, image_key = cosign.ensure_keypair()
     epoch = source_date_epoch()
     images = []
     for arch in arches:
         log(f"== --image {reference} {arch.name}")
-        folder = paths.build_dir() / "images" / "from-image" / name / arch.name
+        folder = from_image_folder(reference, arch.name)
         check_free_space(folder)
-        image = ImageBuild(named_flavor(name, arch), arch, folder)
+        image = ImageBuild(named_flavor(name_of(reference), arch), arch, folder)
         stage = stage_runner(image, log)
         layout = folder / "imported"
         imported = stage(
@@ -226,4 +237,7 @@ def build_from_image(reference: str, arch_name: str | None, log=print) -> list[I
             epoch=epoch, log=log,
         )  # fmt: skip
         images.append(output_stages(image, stage, rootfs, write_oci, epoch))
+    if len(images) > 1:
+        index = build_multiarch_index(images, from_image_folder(reference, "multiarch"))
+        log(f"multi-arch index: {index}")
     return images

@@ -71,25 +71,56 @@ def push_signed(layout: Path, repository: str, tag: str, identity: str | None = 
     return Published(reference, digest)
 
 
-def push_image(image: ImageBuild, address: str, tag: str | None = None, log=print) -> Published:
-    """One arch's image as <flavor>:<version>-<arch> (or `tag`)."""
+def push_image(
+    image: ImageBuild, address: str, tag: str | None = None, seen_as: str | None = None, log=print
+) -> Published:
+    """One arch's image as <flavor>:<version>-<arch> (or `tag`); signed for the registry as
+    machines reach it, `seen_as` when that is not `address`."""
     published = push_signed(
         image.oci_layout,
         repository_for(address, image.flavor.name),
         tag or f"{image.flavor.version}-{image.arch.name}",
+        identity=repository_for(seen_as, image.flavor.name) if seen_as else None,
     )
     log(f"pushed {published.reference}@{published.digest[:19]}… and its signature")
     return published
 
 
-def push_index(images: list[ImageBuild], index_layout: Path, address: str, log=print) -> Published:
+def push_index(
+    images: list[ImageBuild],
+    index_layout: Path,
+    address: str,
+    seen_as: str | None = None,
+    log=print,
+) -> Published:
     """The multi-arch index `build` wrote (build_multiarch_index) as <flavor>:<version>."""
     flavor = images[0].flavor
-    published = push_signed(index_layout, repository_for(address, flavor.name), flavor.version)
+    published = push_signed(
+        index_layout,
+        repository_for(address, flavor.name),
+        flavor.version,
+        identity=repository_for(seen_as, flavor.name) if seen_as else None,
+    )
     log(
         f"pushed {published.reference}@{published.digest[:19]}… (index of {len(images)} arches) "
         "and its signature"
     )
+    return published
+
+
+def push_builds(
+    images: list[ImageBuild],
+    index_folder: Path,
+    address: str,
+    seen_as: str | None = None,
+    log=print,
+) -> list[Published]:
+    """Every arch's image, then the multi-arch index over them (in `index_folder`, where
+    the build wrote it) when there are several."""
+    published = [push_image(image, address, seen_as=seen_as, log=log) for image in images]
+    if len(images) > 1:
+        index = index_folder / "oci"
+        published.append(push_index(images, index, address, seen_as=seen_as, log=log))
     return published
 
 
@@ -115,14 +146,31 @@ def push_flavors(
     published = []
     for name in names:
         images = build(name, arch, log=log)
-        published += [push_image(image, address, log=log) for image in images]
-        if len(images) > 1:
-            # `build` wrote the index beside the per-arch images; push that one.
-            index = image_folder(name, "multiarch") / "oci"
-            published.append(push_index(images, index, address, log=log))
+        # `build` wrote the index beside the per-arch images.
+        published += push_builds(images, image_folder(name, "multiarch"), address, log=log)
         if test_images:
             from toolkit.testimages import publish
 
             for image in images:
                 publish(image, address, log=log)
     return published
+
+
+def push_built_image(
+    reference: str,
+    arch: str | None,
+    address: str,
+    *,
+    check_access: bool = False,
+    seen_as: str | None = None,
+    log=print,
+) -> list[Published]:
+    """`invoke push --image REF`: the outputs of `invoke build --image REF` (built now when
+    not current), pushed and signed as a flavor's are, under the image's flavor name."""
+    from toolkit.fromimage import build_from_image, from_image_folder
+
+    images = build_from_image(reference, arch, log=log)
+    if check_access:  # only now is the repository known: the image's label names it
+        check_push_access(repository_for(address, images[0].flavor.name), log)
+    index = from_image_folder(reference, "multiarch")
+    return push_builds(images, index, address, seen_as=seen_as, log=log)

@@ -1,6 +1,9 @@
 """The example Containerfile flavor (images/web-appliance: the parent plus nginx) on real
 machines: its own disk boots and serves, and a machine on the parent upgrades to it from
 the session's registry, pulling only the derivative's own layers, serves, and rolls back.
+The same image taken in by `invoke build --image` (from the registry, from an OCI layout)
+gives a disk that boots and serves, and pushed as `invoke push --image` pushes it, an
+upgrade target.
 
 The derivative is built here for the run's arch (its parent is the image the suite just
 built, so only the derivative's stages run, or none when they are current)."""
@@ -15,7 +18,8 @@ from toolkit import oci
 from toolkit.build import ImageBuild, build, image_folder
 from toolkit.errors import CosError
 from toolkit.flavors import load_flavor
-from toolkit.publish import push_signed, repository_for
+from toolkit.fromimage import build_from_image
+from toolkit.publish import push_built_image, push_signed, repository_for
 
 pytestmark = pytest.mark.vm
 
@@ -46,6 +50,39 @@ def test_the_derivative_disk_boots_and_serves(machine_factory, derived):
     assert (now["flavor"], now["version"]) == (EXAMPLE, derived.flavor.version)
     assert now["assessment"] == "good"
     assert 'VARIANT_ID="web-appliance"' in m.succeed("cat /etc/os-release")
+
+
+def test_an_image_from_the_registry_is_made_a_disk_that_boots_and_serves(
+    machine_factory, registry, derived
+):
+    """`invoke build --image HOST/REPO:TAG`: the derivative's image as a registry serves
+    it (the way a user's own image arrives) is imported, finished and made a disk."""
+    tag = f"{derived.flavor.version}-{derived.arch.name}"
+    push_signed(derived.oci_layout, repository_for(registry, "imported"), tag)
+    (image,) = build_from_image(
+        f"{repository_for(registry, 'imported')}:{tag}", derived.arch.name, log=lambda _: None
+    )
+    assert image.flavor.name == EXAMPLE  # its io.cos.flavor label, not the repository's name
+    m = machine_factory(image=image.disk_qcow2, boot=True)
+    m.wait_for_unit("nginx.service")
+    assert PAGE in m.succeed("curl -fsS http://localhost/")
+    now = status(m)
+    assert (now["flavor"], now["version"], now["assessment"]) == (
+        EXAMPLE,
+        derived.flavor.version,
+        "good",
+    )
+
+
+def reboot_into_the_derivative(m) -> dict:
+    """After `cos upgrade`: the new slot boots, serves the page and passes its trial."""
+    m.reboot()
+    m.wait_for_unit("cos-boot-assessment.service")
+    m.wait_for_unit("nginx.service")
+    assert PAGE in m.succeed("curl -fsS http://localhost/")
+    now = status(m)
+    assert (now["flavor"], now["assessment"]) == (EXAMPLE, "good")
+    return now
 
 
 def own_layers(image: ImageBuild, parent: ImageBuild) -> list[dict]:
@@ -81,12 +118,7 @@ def test_a_machine_on_the_parent_upgrades_to_the_derivative_and_rolls_back(
     # only what the derivative added: the machine had the parent's layers in its slot
     pulled = status(m)["last_upgrade"]["pulled"]
     assert int(pulled.split()[0]) == sum(layer["size"] for layer in own_layers(derived, parent))
-    m.reboot()
-    m.wait_for_unit("cos-boot-assessment.service")
-    m.wait_for_unit("nginx.service")
-    assert PAGE in m.succeed("curl -fsS http://localhost/")
-    now = status(m)
-    assert (now["flavor"], now["assessment"]) == (EXAMPLE, "good")
+    now = reboot_into_the_derivative(m)
     assert now["slots"]["active"]["name"] == "3"
     m.succeed("cos rollback")
     m.reboot()
@@ -94,6 +126,28 @@ def test_a_machine_on_the_parent_upgrades_to_the_derivative_and_rolls_back(
     assert (back["flavor"], back["version"]) == (PARENT, parent.flavor.version)
     assert back["slots"]["active"]["name"] == "2"
     m.fail("command -v nginx")
+
+
+@pytest.mark.slow
+def test_a_machine_on_the_parent_upgrades_to_what_push_image_pushed(
+    machine_factory, registry, derived
+):
+    """`invoke push --image oci:DIR`: built from an OCI layout, signed and pushed as any
+    flavor is, then a `cos upgrade` target like any other image."""
+    (published,) = push_built_image(
+        f"oci:{derived.oci_layout}", derived.arch.name, registry, seen_as=GUEST_REGISTRY,
+        log=lambda _: None,
+    )  # fmt: skip
+    reference = published.reference.replace(registry, GUEST_REGISTRY)
+    assert (
+        reference
+        == f"{repository_for(GUEST_REGISTRY, EXAMPLE)}:{derived.flavor.version}-{derived.arch.name}"
+    )
+    m = machine_factory(flavor=PARENT)
+    out = m.succeed(f"cos upgrade --image {reference}", UPGRADE_TIMEOUT)
+    assert "slot 3 holds" in out, out
+    now = reboot_into_the_derivative(m)
+    assert now["slots"]["active"]["digest"] == published.digest
 
 
 @pytest.mark.slow
@@ -137,7 +191,8 @@ def test_a_containerfile_that_removes_the_agent_is_refused(tmp_path, vm_settings
             "rootfs", {"x": 1}, [rootfs, finish], partial(call_with_outputs, function)
         )
     assert str(raised.value) == (
-        f"{flavor.containerfile}: the image lacks what a cOS system needs: "
+        f"{flavor.containerfile}:2: RUN dpkg --purge --force-depends cos-agent: "
+        "the image lacks what a cOS system needs: "
         "the agent (package cos-agent, /usr/bin/cos)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [".stamps", "added", "images"]

@@ -196,6 +196,61 @@ def test_a_derivative_without_the_agent_or_a_kernel_is_refused(tmp_path):
         derivative.check_system(two, "images/x/Containerfile", arch)
 
 
+def layer_folder(folder: Path, layers: list[tuple[str, dict[str, bytes | None]]]) -> Path:
+    """A containerfile stage's output: per layer (origin, {path: content, or None for a
+    whiteout}) as gzip tar blobs and ADDED_INFO."""
+    import gzip
+    import hashlib
+    import io
+
+    folder.mkdir()
+    added = []
+    for origin, entries in layers:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path, content in entries.items():
+                head, _, name = path.rpartition("/")
+                info = tarfile.TarInfo(path if content is not None else f"{head}/.wh.{name}")
+                info.size = len(content or b"")
+                tar.addfile(info, io.BytesIO(content or b""))
+        blob = gzip.compress(raw.getvalue())
+        name = hashlib.sha256(blob).hexdigest()
+        (folder / name).write_bytes(blob)
+        diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+        added.append({"blob": name, "diff_id": diff_id, "created_by": "", "origin": origin})
+    info = {"config": {}, "layers": added, "steps": []}
+    (folder / buildah.ADDED_INFO).write_text(json.dumps(info))
+    return folder
+
+
+def test_what_the_derivative_lacks_is_blamed_on_the_line_that_took_it_away(tmp_path):
+    """Checked after each layer: a part removed and put back later is no problem; what is
+    missing at the end names the instruction (file:line) whose layer removed it."""
+    parent = system_tree(tmp_path / "parent", "x86_64")
+    added = layer_folder(
+        tmp_path / "added",
+        [
+            ("CF:2: RUN purge cos-agent", {"usr/bin/cos": None}),
+            ("CF:3: RUN install cos-agent", {"usr/bin/cos": b"again"}),
+            ("CF:5: RUN rm the kernel", {"boot/vmlinuz-6.1.0-1": None}),
+            ("CF:6: COPY page /srv/page", {"srv/page": b"hello"}),
+            ("CF:8: RUN purge cos-grub", {"usr/share/cos/grub/grub.cfg": None}),
+        ],
+    )
+    flavor = derived_flavor(tmp_path, "RUN true\n")
+    with pytest.raises(CosError) as raised:
+        derivative.make_derived_rootfs(
+            flavor, get_arch("x86_64"), parent, added, tmp_path / "key", "test", 1700000000,
+            tmp_path / "rootfs", tmp_path / "finish.tar", log=lambda _: None,
+        )  # fmt: skip
+    assert str(raised.value) == (
+        "CF:5: RUN rm the kernel: the image lacks what a cOS system needs: a kernel "
+        "(/boot/vmlinuz-VERSION with /usr/lib/modules/VERSION)\n"
+        "CF:8: RUN purge cos-grub: the image lacks what a cOS system needs: GRUB's menu "
+        "(package cos-grub, /usr/share/cos/grub/grub.cfg)"
+    )
+
+
 def test_the_finishing_layer_holds_what_changed_and_whiteouts_for_what_went(tmp_path):
     root = tmp_path / "root"
     (root / "etc/ssh").mkdir(parents=True)
@@ -289,6 +344,27 @@ def test_buildah_adds_a_layer_on_the_parent_layers(tmp_path):
 
 
 @needs_buildah
+def test_buildah_gives_each_run_and_copy_its_layer_and_line(tmp_path):
+    base = tiny_image(tmp_path)
+    flavor = derived_flavor(
+        tmp_path,
+        "RUN echo one > /one\nENV A=1\nCOPY flavor.yaml /etc/copied.yaml\n"
+        "RUN echo two && \\\n  echo two > /two\n",
+    )
+    out = tmp_path / "added"
+    buildah.build_containerfile(
+        flavor, get_arch(host_arch()), "1.0.0", base / "image.oci.tar", base / "oci", out,
+        1700000000, log=lambda _: None,
+    )  # fmt: skip
+    where = flavor.containerfile
+    assert buildah.layer_origins(out) == [
+        f"{where}:3: RUN echo one > /one",
+        f"{where}:5: COPY flavor.yaml /etc/copied.yaml",
+        f"{where}:6: RUN echo two &&  echo two > /two",
+    ]
+
+
+@needs_buildah
 def test_a_failing_run_step_names_its_line_and_shows_its_output(tmp_path):
     base = tiny_image(tmp_path)
     flavor = derived_flavor(
@@ -344,3 +420,33 @@ def test_an_image_without_the_cos_packages_is_refused_naming_what_it_lacks(tmp_p
     folder = tmp_path / "build/images/from-image" / fromimage.name_of(reference) / host_arch()
     assert (folder / "imported/index.json").is_file()  # the import stage finished
     assert sorted(p.name for p in folder.iterdir()) == [".stamps", "imported"]
+
+
+@needs("skopeo")
+@needs("docker-registry")
+@pytest.mark.parametrize("transport", ["registry", "oci"])
+def test_an_image_is_imported_from_a_registry_or_an_oci_layout_as_it_is(tmp_path, transport):
+    """The import stage's copy holds the very manifest the source holds, from a real
+    registry on loopback (HOST/REPO:TAG, no transport) or from an OCI layout (oci:DIR)."""
+    from local_registry import free_port, quiet
+
+    from toolkit import registry
+
+    base = tiny_image(tmp_path)
+    expected = oci.top_descriptor(base / "oci")["digest"]
+    layout = tmp_path / "imported"
+    if transport == "registry":
+        address = registry.start_registry(tmp_path / "storage", port=free_port(), log=quiet)
+        try:
+            reference = f"{address}/cos/tiny:1"
+            assert registry.push_layout(base / "oci", reference) == expected
+            fromimage.import_image(reference, get_arch(host_arch()), layout, log=quiet)
+        finally:
+            registry.stop_registry(tmp_path / "storage", log=quiet)
+    else:
+        reference = f"oci:{base / 'oci'}"
+        fromimage.import_image(reference, get_arch(host_arch()), layout, log=quiet)
+    assert oci.top_descriptor(layout)["digest"] == expected
+    # no io.cos.flavor label: the name comes from the reference
+    named = fromimage.image_flavor(reference, layout, get_arch(host_arch())).name
+    assert named == ("tiny" if transport == "registry" else fromimage.name_of(reference))
