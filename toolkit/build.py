@@ -115,7 +115,8 @@ def build_image(flavor: Flavor, arch: Arch, repo, log=print, force: bool = False
             log=log,
         )
     else:
-        parent = build_image(load_flavor(flavor.parent), arch, repo, log)
+        # the parent is the flavor of that name beside this one (in the same images folder)
+        parent = build_image(load_flavor(flavor.parent, flavor.folder.parent), arch, repo, log)
         rootfs, write_oci = derived_stages(image, parent, stage, image_key, epoch, log)
     return output_stages(image, stage, rootfs, write_oci, epoch)
 

@@ -196,3 +196,37 @@ def test_a_containerfile_that_removes_the_agent_is_refused(tmp_path, vm_settings
         "the agent (package cos-agent, /usr/bin/cos)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [".stamps", "added", "images"]
+
+
+@pytest.mark.slow
+@pytest.mark.image
+def test_a_derivative_of_the_derivative_builds_on_both_of_their_layers(
+    tmp_path, vm_settings, vm_arch, derived
+):
+    """A Containerfile FROM cos/web-appliance: the chain is built parent first (both
+    cached here), and the image is the web-appliance's layers as they are plus its own."""
+    from toolkit.arch import get_arch
+    from toolkit.build import build_image
+    from toolkit.packages import build_repository
+
+    images = tmp_path / "images"
+    for name in (PARENT, EXAMPLE):
+        shutil.copytree(load_flavor(name).folder, images / name)
+    (images / "web-motd").mkdir()
+    (images / "web-motd/flavor.yaml").write_text(
+        f"name: web-motd\ndescription: x\nparent: {EXAMPLE}\nversion: 0.2.0\n"
+    )
+    (images / "web-motd/Containerfile").write_text(
+        f"FROM cos/{EXAMPLE}\nRUN echo 'on {EXAMPLE}' > /etc/motd\n"
+    )
+    try:
+        repo = build_repository(log=lambda _: None)
+        flavor = load_flavor("web-motd", images)
+        child = build_image(flavor, get_arch(vm_arch), repo, log=lambda _: None)
+        mine = own_layers(child, derived)  # checks that it starts with the web-appliance's
+        assert len(mine) == 2  # the RUN step's layer and the finishing layer
+        assert (child.rootfs / "etc/motd").read_text() == f"on {EXAMPLE}\n"
+        assert (child.rootfs / "usr/sbin/nginx").exists()
+        assert 'VARIANT_ID="web-motd"' in (child.rootfs / "usr/lib/os-release").read_text()
+    finally:
+        shutil.rmtree(image_folder("web-motd", vm_arch), ignore_errors=True)
