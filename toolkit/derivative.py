@@ -217,10 +217,17 @@ def write_derived_oci(
     epoch: int,
     log=print,
 ) -> None:
-    """The image: the base's layers as they are, plus `layers` and the finishing layer."""
+    """The image: the base's layers as they are, plus `layers` and the finishing layer
+    (none when finishing changed nothing, as for an image that was finished already)."""
+    with tarfile.open(finish_tar) as tar:
+        changed = tar.next() is not None
     with tempfile.TemporaryDirectory(dir=layout.parent) as scratch:
-        finishing = oci.gzip_layer(finish_tar, Path(scratch), "cos toolkit: finishing layer")
+        finishing = (
+            [oci.gzip_layer(finish_tar, Path(scratch), "cos toolkit: finishing layer")]
+            if changed
+            else []
+        )
         oci.write_derived_image(
-            base_layout, layout, archive, [*layers, finishing],
+            base_layout, layout, archive, [*layers, *finishing],
             labels=labels, epoch=epoch, container_config=container_config, log=log,
         )  # fmt: skip

@@ -274,6 +274,27 @@ def test_the_finishing_layer_holds_what_changed_and_whiteouts_for_what_went(tmp_
         ]  # fmt: skip
 
 
+def test_finishing_that_changed_nothing_adds_no_layer(tmp_path):
+    """An image finished already (`invoke build --image` of a built image) is its own
+    layers as they are; a finishing layer is added only when it holds something."""
+    base = tiny_image(tmp_path)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "etc").mkdir()
+    for name, changed in (("same", []), ("more", ["etc"])):
+        finish = tmp_path / f"{name}.tar"
+        derivative.write_layer_tar(root, changed, [], finish, epoch=1700000000)
+        out = tmp_path / name
+        out.mkdir()
+        derivative.write_derived_oci(
+            base / "oci", [], None, finish, out / "oci", out / "image.oci.tar",
+            labels={}, epoch=1700000000, log=lambda _: None,
+        )  # fmt: skip
+        layers = oci.read_blob_json(out / "oci", oci.top_descriptor(out / "oci")["digest"])
+        below = oci.read_blob_json(base / "oci", oci.top_descriptor(base / "oci")["digest"])
+        assert len(layers["layers"]) == len(below["layers"]) + len(changed)
+
+
 # buildah for real, on a base image made of the host's dash and its libraries.
 
 
