@@ -66,8 +66,6 @@ def import_image(reference: str, arch: Arch, layout: Path, log=print) -> None:
     """`reference` (this arch's image) copied into the OCI layout `layout`."""
     source = source_of(reference)
     local = re.match(r"docker://(127\.0\.0\.1|localhost)[:/]", source)
-    if source.startswith("oci-archive:") and not Path(source.partition(":")[2]).is_file():
-        raise CosError(f"--image {reference}: no such file")
     run(
         [
             "skopeo", "copy", "--quiet", "--override-arch", arch.oci, "--override-os", "linux",
@@ -82,12 +80,14 @@ def import_image(reference: str, arch: Arch, layout: Path, log=print) -> None:
 
 def source_key(reference: str) -> object:
     """What the import stage's key holds of the source: an archive or layout by content, a
-    registry image by its manifest as the registry serves it now."""
+    registry image by its manifest as the registry serves it now. A source that is not
+    there fails here, before any build folder is made."""
     source = source_of(reference)
-    if source.startswith("oci-archive:"):
-        return Path(source.removeprefix("oci-archive:"))
-    if source.startswith("oci:"):
-        return Path(source.removeprefix("oci:").split(":")[0])
+    if source.startswith(("oci-archive:", "oci:")):
+        path = Path(source.partition(":")[2].split(":")[0])
+        if not path.exists():
+            raise CosError(f"--image {reference}: {path} does not exist")
+        return path
     local = re.match(r"docker://(127\.0\.0\.1|localhost)[:/]", source)
     return run(
         ["skopeo", "inspect", "--raw", *(["--tls-verify=false"] if local else []), source],
@@ -208,6 +208,7 @@ def build_from_image(reference: str, arch_name: str | None, log=print) -> list[I
     arches = resolve_arches(arch_name or host_arch(), ["x86_64", "aarch64"])
     _private, image_key = cosign.ensure_keypair()
     epoch = source_date_epoch()
+    source = source_key(reference)
     images = []
     for arch in arches:
         log(f"== --image {reference} {arch.name}")
@@ -218,7 +219,7 @@ def build_from_image(reference: str, arch_name: str | None, log=print) -> list[I
         layout = folder / "imported"
         imported = stage(
             "import",
-            {"reference": reference, "arch": arch.name, "source": source_key(reference)},
+            {"reference": reference, "arch": arch.name, "source": source},
             [layout],
             partial(import_image, reference, arch, layout, log=log),
         )

@@ -421,6 +421,14 @@ def test_an_image_reference_names_its_build_folder(reference, name):
     assert fromimage.name_of(reference) == name
 
 
+def test_a_missing_archive_or_layout_is_refused_before_any_folder_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("COS_BUILD_DIR", str(tmp_path / "build"))
+    for reference in (f"oci:{tmp_path}/none:latest", f"oci-archive:{tmp_path}/none.tar"):
+        with pytest.raises(CosError, match=rf"--image {reference}: {tmp_path}/none\S* does not"):
+            fromimage.build_from_image(reference, host_arch(), log=lambda _: None)
+    assert not (tmp_path / "build").exists()
+
+
 def test_a_path_without_a_transport_is_refused():
     with pytest.raises(CosError, match=r"--image /tmp/x.tar: not an image reference; use"):
         fromimage.source_of("/tmp/x.tar")
