@@ -153,7 +153,9 @@ def keep_added_layers(
         os.link(oci.blob_path(layout, layer["digest"]), out / name)
         created_by = history[index].get("created_by", "") if index < len(history) else ""
         instruction = made_by[index - len(below)] if made_by else None
-        origin = f"{parsed.where(instruction)}: {instruction.text}" if instruction else str(source)
+        # continuation lines joined as buildah shows them: spaces collapsed
+        text = " ".join(instruction.text.split()) if instruction else ""
+        origin = f"{parsed.where(instruction)}: {text}" if instruction else str(source)
         added.append(
             {"blob": name, "diff_id": diff_ids[index], "created_by": created_by, "origin": origin}
         )

@@ -38,12 +38,25 @@ class Containerfile:
         return f"{self.path}:{instruction.line}"
 
     def layer_instructions(self) -> list[Instruction]:
-        """The final stage's instructions that each add a layer (`buildah bud --layers`
-        commits one per RUN, COPY and ADD; the others change only the config)."""
-        last_from = max(i for i, ins in enumerate(self.instructions) if ins.keyword == "FROM")
-        return [
-            ins for ins in self.instructions[last_from:] if ins.keyword in ("RUN", "COPY", "ADD")
-        ]
+        """The instructions that each add a layer to the final image (`buildah bud
+        --layers` commits one per RUN, COPY and ADD; the others change only the config):
+        the final stage's, after those of the earlier stages it starts FROM."""
+        stages: list[list[Instruction]] = []  # each: its FROM, then the rest
+        for instruction in self.instructions:
+            if instruction.keyword == "FROM":
+                stages.append([instruction])
+            elif stages:
+                stages[-1].append(instruction)
+        froms = [_from_line(self, stage[0]) for stage in stages]
+        index_of = {str(n): n for n in range(len(stages))}
+        index_of |= {line.alias: n for n, line in enumerate(froms) if line.alias}
+        chain: list[Instruction] = []
+        index = len(stages) - 1
+        while index >= 0:
+            chain[:0] = [i for i in stages[index][1:] if i.keyword in ("RUN", "COPY", "ADD")]
+            below = index_of.get(froms[index].image, -1)
+            index = below if below < index else -1  # resolve() allows only an earlier stage
+        return chain
 
     def instruction_at_step(self, text: str) -> Instruction | None:
         """The instruction buildah names in a `STEP n/m: TEXT` line (it prints it joined)."""

@@ -54,26 +54,29 @@ def make_derived_rootfs(
     run(["cp", "-a", "--reflink=auto", str(parent_rootfs), str(target)], what="copying the parent")
     layers, _config = added_layers(added)
     origins = layer_origins(added)
-    blame: dict[str, str] = {}  # problem -> the origin of the layer that left it
-    for layer, origin in zip(layers, origins, strict=True):
-        apply_layers(target, [layer], origin)
-        blame = {problem: blame.get(problem, origin) for problem in system_problems(target, arch)}
+    blame: dict[str, tuple[str, str]] = {}  # kind -> (the layer that left it, its text now)
+    for number, (layer, origin) in enumerate(zip(layers, origins, strict=True), start=1):
+        apply_layers(target, [layer], origin, first=number)
+        blame = {
+            kind: (blame[kind][0] if kind in blame else origin, text)
+            for kind, text in system_problems(target, arch).items()
+        }
     if blame:
         raise CosError(
             "\n".join(
-                f"{origin}: {describe([p for p, o in blame.items() if o == origin])}"
+                f"{origin}: {describe([text for o, text in blame.values() if o == origin])}"
                 for origin in dict.fromkeys(origins)  # in layer order, each once
-                if origin in blame.values()
+                if any(o == origin for o, _ in blame.values())
             )
         )
     finish_as_layer(target, str(flavor.containerfile), flavor, arch, image_key, build_id, epoch,
                     finish_tar, log)  # fmt: skip
 
 
-def apply_layers(target: Path, layers: list[oci.NewLayer], source: str) -> None:
+def apply_layers(target: Path, layers: list[oci.NewLayer], source: str, first: int = 1) -> None:
     """Layers (gzip tar blobs, bottom first) applied over `target` as a machine applies
-    them; a bad one is named with `source` and its number."""
-    for number, layer in enumerate(layers, start=1):
+    them; a bad one is named with `source` and its number (the first is `first`)."""
+    for number, layer in enumerate(layers, start=first):
         with layer.blob.open("rb") as f:
             apply_layer(
                 iter(lambda f=f: f.read(1 << 20), b""),
@@ -128,22 +131,25 @@ def kernels(rootfs: Path) -> list[str]:
 LACKS = "lacks "  # marks a missing part among system_problems
 
 
-def system_problems(rootfs: Path, arch: Arch) -> list[str]:
-    """What keeps the tree from being a cOS system that boots and upgrades: each missing
-    part (LACKS + what), and more than one kernel."""
+def system_problems(rootfs: Path, arch: Arch) -> dict[str, str]:
+    """What keeps the tree from being a cOS system that boots and upgrades, by kind (a
+    stable key, the text may change from layer to layer): each missing part (its text
+    LACKS + what), and more than one kernel."""
     packages = installed_packages(rootfs)
-    problems = [
-        f"{LACKS}{what} (package {package}, /{path})"
+    problems = {
+        package: f"{LACKS}{what} (package {package}, /{path})"
         for what, package, path in REQUIRED
         if package not in packages or not (rootfs / path).is_file()
-    ]
+    }
     found = kernels(rootfs)
     if not found:
-        problems.append(f"{LACKS}a kernel (/boot/vmlinuz-VERSION with /usr/lib/modules/VERSION)")
+        problems["kernel"] = (
+            f"{LACKS}a kernel (/boot/vmlinuz-VERSION with /usr/lib/modules/VERSION)"
+        )
     if arch.grub_efi_package not in packages:
-        problems.append(f"{LACKS}GRUB's EFI modules (package {arch.grub_efi_package})")
+        problems["grub-efi"] = f"{LACKS}GRUB's EFI modules (package {arch.grub_efi_package})"
     if len(found) > 1:
-        problems.append(
+        problems["kernels"] = (
             f"the image has {len(found)} kernels ({', '.join(found)}); a cOS image boots one: "
             "remove the others"
         )
@@ -162,7 +168,7 @@ def check_system(rootfs: Path, source: str, arch: Arch) -> None:
     tree is not a cOS system that boots and upgrades."""
     problems = system_problems(rootfs, arch)
     if problems:
-        raise CosError(f"{source}: {describe(problems)}")
+        raise CosError(f"{source}: {describe(list(problems.values()))}")
 
 
 Entry = tuple[int, int, int, int, int, str]

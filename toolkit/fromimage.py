@@ -85,8 +85,10 @@ def source_key(reference: str) -> object:
     source = source_of(reference)
     if source.startswith(("oci-archive:", "oci:")):
         path = Path(source.partition(":")[2].split(":")[0])
-        if not path.exists():
-            raise CosError(f"--image {reference}: {path} does not exist")
+        archive = source.startswith("oci-archive:")
+        if not (path.is_file() if archive else path.is_dir()):
+            wanted = "an OCI archive file" if archive else "an OCI layout folder"
+            raise CosError(f"--image {reference}: {path} is not {wanted}")
         return path
     local = re.match(r"docker://(127\.0\.0\.1|localhost)[:/]", source)
     return run(
@@ -206,9 +208,9 @@ def build_from_image(reference: str, arch_name: str | None, log=print) -> list[I
     """A disk, ISO and OCI image per requested arch (default: the host's) of `reference`,
     and the multi-arch index over them when there are several."""
     arches = resolve_arches(arch_name or host_arch(), ["x86_64", "aarch64"])
+    source = source_key(reference)  # first: a source that is not there leaves nothing
     _private, image_key = cosign.ensure_keypair()
     epoch = source_date_epoch()
-    source = source_key(reference)
     images = []
     for arch in arches:
         log(f"== --image {reference} {arch.name}")

@@ -532,9 +532,7 @@ def write_derived_image(
         built_archive.rename(archive)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    sizes = [layer.blob.stat().st_size for layer in layers]
-    log(
-        f"oci: image {manifest_desc['digest'][:19]}: the base's layers plus "
-        f"{' + '.join(f'{n / 1e6:.2f}' for n in sizes)} MB -> {archive}"
-    )
+    sizes = " + ".join(f"{layer.blob.stat().st_size / 1e6:.2f}" for layer in layers)
+    added = f"plus {sizes} MB" if layers else "and nothing more"
+    log(f"oci: image {manifest_desc['digest'][:19]}: the base's layers {added} -> {archive}")
     return _image_of(layout, archive)

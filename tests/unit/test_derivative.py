@@ -364,24 +364,70 @@ def test_buildah_adds_a_layer_on_the_parent_layers(tmp_path):
     assert not list(tmp_path.glob("added/../.buildah-*")), "buildah's storage was left"
 
 
-@needs_buildah
-def test_buildah_gives_each_run_and_copy_its_layer_and_line(tmp_path):
-    base = tiny_image(tmp_path)
-    flavor = derived_flavor(
-        tmp_path,
-        "RUN echo one > /one\nENV A=1\nCOPY flavor.yaml /etc/copied.yaml\n"
-        "RUN echo two && \\\n  echo two > /two\n",
+def test_two_kernels_are_blamed_on_the_line_that_added_the_second(tmp_path):
+    """The problem's text changes as later layers change the kernels; the blame stays."""
+    parent = system_tree(tmp_path / "parent", "x86_64")
+    added = layer_folder(
+        tmp_path / "added",
+        [
+            (
+                "CF:3: RUN install a second kernel",
+                {"boot/vmlinuz-6.12.0-2": b"k", "usr/lib/modules/6.12.0-2/m": b"m"},
+            ),
+            (
+                "CF:4: RUN upgrade",
+                {
+                    "boot/vmlinuz-6.12.0-2": None,
+                    "boot/vmlinuz-6.12.0-3": b"k",
+                    "usr/lib/modules/6.12.0-3/m": b"m",
+                },
+            ),
+        ],
     )
+    with pytest.raises(CosError) as raised:
+        derivative.make_derived_rootfs(
+            derived_flavor(tmp_path, "RUN true\n"), get_arch("x86_64"), parent, added,
+            tmp_path / "key", "test", 1700000000, tmp_path / "rootfs", tmp_path / "finish.tar",
+            log=lambda _: None,
+        )  # fmt: skip
+    assert str(raised.value) == (
+        "CF:3: RUN install a second kernel: the image has 2 kernels (6.1.0-1, 6.12.0-3); "
+        "a cOS image boots one: remove the others"
+    )
+
+
+def layer_origins_of(tmp_path: Path, steps: str) -> list[str]:
+    """buildah's layers of a derivative of the tiny image, as origins relative to its
+    Containerfile ("LINE: INSTRUCTION")."""
+    base = tiny_image(tmp_path)
+    flavor = derived_flavor(tmp_path, steps)
     out = tmp_path / "added"
     buildah.build_containerfile(
         flavor, get_arch(host_arch()), "1.0.0", base / "image.oci.tar", base / "oci", out,
         1700000000, log=lambda _: None,
     )  # fmt: skip
-    where = flavor.containerfile
-    assert buildah.layer_origins(out) == [
-        f"{where}:3: RUN echo one > /one",
-        f"{where}:5: COPY flavor.yaml /etc/copied.yaml",
-        f"{where}:6: RUN echo two &&  echo two > /two",
+    return [o.removeprefix(f"{flavor.containerfile}:") for o in buildah.layer_origins(out)]
+
+
+@needs_buildah
+def test_buildah_gives_each_run_and_copy_its_layer_and_line(tmp_path):
+    steps = (
+        "RUN echo one > /one\nENV A=1\nCOPY flavor.yaml /etc/copied.yaml\n"
+        "RUN echo two && \\\n  echo two > /two\n"
+    )
+    assert layer_origins_of(tmp_path, steps) == [
+        "3: RUN echo one > /one",
+        "5: COPY flavor.yaml /etc/copied.yaml",
+        "6: RUN echo two && echo two > /two",
+    ]
+
+
+@needs_buildah
+def test_a_final_stage_from_an_earlier_stage_names_the_lines_of_both(tmp_path):
+    steps = "RUN echo one > /one\nFROM 0 AS next\nCOPY flavor.yaml /etc/copied.yaml\n"
+    assert layer_origins_of(tmp_path, steps) == [
+        "3: RUN echo one > /one",
+        "5: COPY flavor.yaml /etc/copied.yaml",
     ]
 
 
@@ -421,12 +467,21 @@ def test_an_image_reference_names_its_build_folder(reference, name):
     assert fromimage.name_of(reference) == name
 
 
-def test_a_missing_archive_or_layout_is_refused_before_any_folder_is_made(tmp_path, monkeypatch):
+def test_a_missing_archive_or_layout_is_refused_before_anything_is_made(tmp_path, monkeypatch):
     monkeypatch.setenv("COS_BUILD_DIR", str(tmp_path / "build"))
-    for reference in (f"oci:{tmp_path}/none:latest", f"oci-archive:{tmp_path}/none.tar"):
-        with pytest.raises(CosError, match=rf"--image {reference}: {tmp_path}/none\S* does not"):
+    monkeypatch.setenv("COS_KEYS_DIR", str(tmp_path / "keys"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    for reference, message in (
+        (f"oci:{tmp_path}/none:latest", f"{tmp_path}/none is not an OCI layout folder"),
+        (f"oci:{tmp_path}/file", f"{tmp_path}/file is not an OCI layout folder"),
+        (f"oci-archive:{tmp_path}/none.tar", f"{tmp_path}/none.tar is not an OCI archive file"),
+        (f"oci-archive:{tmp_path}/folder", f"{tmp_path}/folder is not an OCI archive file"),
+    ):
+        with pytest.raises(CosError) as raised:
             fromimage.build_from_image(reference, host_arch(), log=lambda _: None)
-    assert not (tmp_path / "build").exists()
+        assert str(raised.value) == f"--image {reference}: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
 
 
 def test_a_path_without_a_transport_is_refused():

@@ -20,6 +20,7 @@ and the recovery image when the source has it, so the first upgrade after an ins
 pulls only the layers the installed system lacks.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -260,19 +261,34 @@ def mounted_partition(dev: str, label: str) -> Iterator[Path]:
         run(["umount", str(target)], what=f"unmounting {label} ({dev})")
 
 
+@contextmanager
+def locked_disk(device: str) -> Iterator[None]:
+    """systemd's block device locking: while a BSD lock on the whole disk is held, udev
+    defers probing it and does not re-read its partition table when a writer closes it
+    (a re-read removes and re-adds every partition node, under mke2fs or mount)."""
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def partition_devices(device: str, count: int) -> list[str]:
     """/dev paths of the device's partitions 1..count, once the kernel shows them. The
-    nodes come from devtmpfs as sfdisk re-reads the table; nothing here needs udev's
-    links, and `udevadm settle` would wait for its whole queue, which on a live system
-    still booting took up to 13 s on aarch64."""
+    nodes come from devtmpfs as sfdisk re-reads the table. The disk is locked
+    (locked_disk), so udev cannot take them away again; nothing here needs udev's links,
+    and `udevadm settle` would wait for its whole queue, which on a live system still
+    booting took up to 13 s on aarch64."""
     name = Path(os.path.realpath(device)).name
     found: dict[int, str] = {}
     deadline = time.monotonic() + 30
     while True:
         for entry in Path("/sys/class/block", name).iterdir():
-            number = entry / "partition"
-            if number.exists():
-                found[int(number.read_text())] = f"/dev/{entry.name}"
+            try:
+                found[int((entry / "partition").read_text())] = f"/dev/{entry.name}"
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # not a partition, or gone while being listed
         wanted = [found.get(i) for i in range(1, count + 1)]
         if all(wanted) and all(Path(p).exists() for p in wanted):
             return wanted
@@ -481,27 +497,29 @@ def install(
         (WORK / INSTALL_CONFIG).write_bytes(config_data)
         hooks = (WORK / INSTALL_CONFIG,)
     run_stage("before-install", steps, files=hooks)
-    with steps.step(f"partitioning {device}"):
-        by_label = write_partition_table(device, parts)
-    with steps.step("making the file systems"):
-        for label in ("COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT"):
-            make_ext4(by_label[label], label)
-    with mounted_partition(by_label["COS_STATE"], "COS_STATE") as root:
-        write_slots(root, source, steps)
-    with mounted_partition(by_label["COS_RECOVERY"], "COS_RECOVERY") as root:
-        write_recovery(root, source, steps)
-    with mounted_partition(by_label["COS_OEM"], "COS_OEM") as root:
-        if config_data is not None:
-            (root / INSTALL_CONFIG).write_bytes(config_data)
-            steps.say(f"install config stored as COS_OEM:/{INSTALL_CONFIG}")
-    with (
-        mounted_partition(by_label["COS_STATE"], "COS_STATE") as state,
-        mounted_partition(by_label["COS_OEM"], "COS_OEM") as oem,
-        mounted_partition(by_label["COS_PERSISTENT"], "COS_PERSISTENT") as persistent,
-        target_root(slots.image_path(state, FIRST_ACTIVE), oem, persistent) as root,
-    ):
-        run_stage("after-install", steps, root=root, files=hooks)
-    write_esp(by_label["COS_GRUB"], steps)  # last: a disk GRUB boots is a whole one
+    # udev neither probes the disk nor re-reads its partition table while this is held
+    with locked_disk(device):
+        with steps.step(f"partitioning {device}"):
+            by_label = write_partition_table(device, parts)
+        with steps.step("making the file systems"):
+            for label in ("COS_OEM", "COS_RECOVERY", "COS_STATE", "COS_PERSISTENT"):
+                make_ext4(by_label[label], label)
+        with mounted_partition(by_label["COS_STATE"], "COS_STATE") as root:
+            write_slots(root, source, steps)
+        with mounted_partition(by_label["COS_RECOVERY"], "COS_RECOVERY") as root:
+            write_recovery(root, source, steps)
+        with mounted_partition(by_label["COS_OEM"], "COS_OEM") as root:
+            if config_data is not None:
+                (root / INSTALL_CONFIG).write_bytes(config_data)
+                steps.say(f"install config stored as COS_OEM:/{INSTALL_CONFIG}")
+        with (
+            mounted_partition(by_label["COS_STATE"], "COS_STATE") as state,
+            mounted_partition(by_label["COS_OEM"], "COS_OEM") as oem,
+            mounted_partition(by_label["COS_PERSISTENT"], "COS_PERSISTENT") as persistent,
+            target_root(slots.image_path(state, FIRST_ACTIVE), oem, persistent) as root,
+        ):
+            run_stage("after-install", steps, root=root, files=hooks)
+        write_esp(by_label["COS_GRUB"], steps)  # last: a disk GRUB boots is a whole one
     took = time.monotonic() - steps.started
     return f"{device}: cOS installed in {took:.1f} s; remove the installer medium and reboot"
 
