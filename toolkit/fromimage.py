@@ -62,14 +62,18 @@ def name_of(reference: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "-", last.lower()).strip("-.") or "image"
 
 
+def on_loopback(source: str) -> bool:
+    """A registry on this host (the local one speaks plain HTTP): skopeo skips TLS."""
+    return re.match(r"docker://(127\.0\.0\.1|localhost)[:/]", source) is not None
+
+
 def import_image(reference: str, arch: Arch, layout: Path, log=print) -> None:
     """`reference` (this arch's image) copied into the OCI layout `layout`."""
     source = source_of(reference)
-    local = re.match(r"docker://(127\.0\.0\.1|localhost)[:/]", source)
     run(
         [
             "skopeo", "copy", "--quiet", "--override-arch", arch.oci, "--override-os", "linux",
-            *(["--src-tls-verify=false"] if local else []),
+            *(["--src-tls-verify=false"] if on_loopback(source) else []),
             source, f"oci:{layout}:image",
         ],
         what=f"skopeo copy of {reference} ({arch.name})",
@@ -90,9 +94,14 @@ def source_key(reference: str) -> object:
             wanted = "an OCI archive file" if archive else "an OCI layout folder"
             raise CosError(f"--image {reference}: {path} is not {wanted}")
         return path
-    local = re.match(r"docker://(127\.0\.0\.1|localhost)[:/]", source)
     return run(
-        ["skopeo", "inspect", "--raw", *(["--tls-verify=false"] if local else []), source],
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            *(["--tls-verify=false"] if on_loopback(source) else []),
+            source,
+        ],
         what=f"skopeo inspect of {reference}",
         env=system_env(),
     )

@@ -71,17 +71,26 @@ def push_signed(layout: Path, repository: str, tag: str, identity: str | None = 
     return Published(reference, digest)
 
 
+def push_flavor_layout(
+    layout: Path, flavor: str, tag: str, address: str, seen_as: str | None
+) -> Published:
+    """A layout as the flavor's repository under `address`, tagged `tag`, its signature
+    naming that repository as machines reach it: under `seen_as` when that is given."""
+    return push_signed(
+        layout,
+        repository_for(address, flavor),
+        tag,
+        identity=repository_for(seen_as or address, flavor),
+    )
+
+
 def push_image(
     image: ImageBuild, address: str, tag: str | None = None, seen_as: str | None = None, log=print
 ) -> Published:
     """One arch's image as <flavor>:<version>-<arch> (or `tag`); signed for the registry as
     machines reach it, `seen_as` when that is not `address`."""
-    published = push_signed(
-        image.oci_layout,
-        repository_for(address, image.flavor.name),
-        tag or f"{image.flavor.version}-{image.arch.name}",
-        identity=repository_for(seen_as, image.flavor.name) if seen_as else None,
-    )
+    tag = tag or f"{image.flavor.version}-{image.arch.name}"
+    published = push_flavor_layout(image.oci_layout, image.flavor.name, tag, address, seen_as)
     log(f"pushed {published.reference}@{published.digest[:19]}… and its signature")
     return published
 
@@ -95,12 +104,7 @@ def push_index(
 ) -> Published:
     """The multi-arch index `build` wrote (build_multiarch_index) as <flavor>:<version>."""
     flavor = images[0].flavor
-    published = push_signed(
-        index_layout,
-        repository_for(address, flavor.name),
-        flavor.version,
-        identity=repository_for(seen_as, flavor.name) if seen_as else None,
-    )
+    published = push_flavor_layout(index_layout, flavor.name, flavor.version, address, seen_as)
     log(
         f"pushed {published.reference}@{published.digest[:19]}… (index of {len(images)} arches) "
         "and its signature"
