@@ -91,11 +91,14 @@ def netdev_args(ssh_port: int, registry_port: int | None) -> list[str]:
     # romfile= : no iPXE option ROM, so the firmware never tries a network boot.
     # A fixed slot on the root bus: libvirt fills pcie.0 from slot 1 with its root ports
     # and does not know about this device, so an automatic address would collide.
+    # guest_announce=off: a restore is an incoming migration to QEMU, after which the device
+    # has the guest announce itself to the switches; user networking has none. That
+    # announce work is where a restored x86_64 guest's kernel once died under TCG.
     return [
         "-netdev",
         netdev,
         "-device",
-        "virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x10",
+        "virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x10,guest_announce=off",
     ]
 
 

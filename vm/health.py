@@ -18,13 +18,14 @@ CONSOLE_PROBLEMS = re.compile(
     re.IGNORECASE,
 )
 
+# The kernel died: nothing runs after this line.
+KERNEL_DIED = re.compile(r"Kernel panic - not syncing")
+
 # The firmware gave up, or the kernel died: waiting longer for SSH cannot help.
 BOOT_DEAD_ENDS = re.compile(
     r"No bootable option or device was found|starting Boot\w+ \"EFI Internal Shell\"|Shell> |"
-    r"Kernel panic - not syncing|"
-    r"You are in emergency mode|Give root password for maintenance"
+    rf"{KERNEL_DIED.pattern}|You are in emergency mode|Give root password for maintenance"
 )
-
 
 # UEFI's boot manager (OVMF and AAVMF): the firmware has done its work.
 FIRMWARE_BOOT_MANAGER = re.compile(r"BdsDxe")

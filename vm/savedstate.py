@@ -36,7 +36,7 @@ from typing import Any
 from toolkit import paths
 from vm.errors import VmError
 
-FORMAT = 1  # bump when what a state holds or how it is restored changes
+FORMAT = 2  # bump when what a state holds or how it is restored changes
 STATE_FILE = "state.json"
 MEMORY_FILE = "memory.save"
 SAVED_XML = "saved.xml"

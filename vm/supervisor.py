@@ -35,7 +35,7 @@ class BootSupervisor:
         self.boot_started = 0.0
         self.boot_history: list[dict[str, float]] = []
         self.firmware_restarts = 0  # power cycles after a firmware that printed nothing
-        self.emulator_retries = 0  # first boots repeated after the TCG patching race
+        self.emulator_retries = 0  # first boots or restores repeated after the guest died
         self._timer: BootTimer | None = None
         self._timings: dict[str, float] = {}
 
@@ -120,6 +120,17 @@ class BootSupervisor:
             and not self.boot_history
             and self.emulator_retries == 0
             and bool(health.EMULATOR_PATCH_RACE.search(self.console.read(self.boot_offset)))
+        )
+
+    def restored_kernel_died(self) -> bool:
+        """Whether the kernel of a guest resumed from a saved state died before it
+        answered SSH. Such a restore can be repeated exactly, from fresh overlays, once:
+        nothing of the test has run in it yet."""
+        return (
+            self.instance_restored
+            and not self.boot_history
+            and self.emulator_retries == 0
+            and bool(health.KERNEL_DIED.search(self.console.read(self.instance_offset)))
         )
 
     # ----- the one step that acts --------------------------------------------------------

@@ -3,6 +3,7 @@ disk (typed, and unattended from the NoCloud user-data) or of a registry image, 
 refusals, `cos reset` from the recovery system, and `cos upgrade --recovery`."""
 
 import json
+import re
 import time
 
 import pytest
@@ -72,6 +73,10 @@ def assert_installed_system(m) -> None:
     assert "/EFI/BOOT/BOOT" in m.succeed(
         "mount -o ro LABEL=COS_GRUB /mnt && find /mnt -type f; umount /mnt"
     )
+    # The firmware booted the entry `cos install` wrote to its NVRAM
+    entries = m.succeed("efibootmgr")
+    current = re.search(r"^BootCurrent: (\w+)", entries, re.MULTILINE)
+    assert current and re.search(rf"^Boot{current[1]}\*? cOS\b", entries, re.MULTILINE), entries
 
 
 def test_install_refuses_a_disk_in_use_or_too_small(vm_settings, vm_arch, machine_factory):

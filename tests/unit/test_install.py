@@ -268,3 +268,16 @@ def test_unattended_install_reads_the_nocloud_user_data(tmp_path, monkeypatch):
     assert autoinstall.from_user_data() == {"device": "/dev/vdb", "after": "poweroff"}
     monkeypatch.setattr(nocloud, "mount_volume", lambda: None)
     assert autoinstall.from_user_data() == {}
+
+
+def test_earlier_nvram_entries_of_cos_are_found_by_label():
+    # efibootmgr 18 (trixie) prints each entry's device path after a tab; 17 does not.
+    listing = (
+        "BootCurrent: 0004\nTimeout: 0 seconds\nBootOrder: 0004,0001,0000\n"
+        "Boot0000* UiApp\tFvVol(7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1)/FvFile(462caa21)\n"
+        "Boot0001* UEFI QEMU HARDDISK QM00001 \tPciRoot(0x0)/Pci(0x1f,0x2)\n"
+        "Boot0004* cOS\tHD(1,GPT,5b2c,0x800,0x10000)/\\EFI\\BOOT\\BOOTX64.EFI\n"
+        "Boot0007* cOS\n"
+        "Boot0008  cOS old\n"
+    )
+    assert install.nvram_entries_named(listing, "cOS") == ["0004", "0007"]

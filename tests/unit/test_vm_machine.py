@@ -133,6 +133,32 @@ def test_only_a_first_tcg_boot_killed_by_the_patch_race_is_repeated(tmp_path: Pa
     kvm.cleanup()
 
 
+RESTORE_PANIC_CONSOLE = """\
+[   12.765143]  virtnet_config_changed_work+0x14b/0x180 [virtio_net]
+[   12.765143] RIP: 0010:net_rx_action+0xef/0x420
+[   12.765143] Kernel panic - not syncing: Fatal exception in interrupt
+"""
+
+
+def test_only_a_restore_whose_kernel_died_before_ssh_is_repeated(tmp_path: Path) -> None:
+    m = Machine("resumed", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    m.console.path.parent.mkdir(parents=True, exist_ok=True)
+    m.console.path.write_text("[   12.7] systemd[1]: Reached target multi-user.target\n")
+    m._boot.new_instance(restored=True)
+    m.console.path.write_text(m.console.path.read_text() + RESTORE_PANIC_CONSOLE)
+    assert m._boot.restored_kernel_died()
+    m._boot.emulator_retries = 1
+    assert not m._boot.restored_kernel_died()  # once only
+    m._boot.emulator_retries = 0
+    m.boot_history.append({"ssh": 1.0})
+    assert not m._boot.restored_kernel_died()  # it answered: a test has run in it since
+    m.boot_history.clear()
+    m._boot.new_instance(restored=False)
+    m._boot.instance_offset = 0  # the same console, read as a booted instance's
+    assert not m._boot.restored_kernel_died()  # a booted kernel that dies is the image's
+    m.cleanup()
+
+
 class FakeDomain:
     def __init__(self, active: bool):
         self.active = active

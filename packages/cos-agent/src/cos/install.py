@@ -23,6 +23,7 @@ pulls only the layers the installed system lacks.
 import fcntl
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -437,9 +438,19 @@ def write_esp(dev: str, steps: Progress) -> None:
     add_nvram_entry(dev, arch, steps)
 
 
+NVRAM_LABEL = "cOS"
+BOOT_ENTRY = re.compile(r"^Boot([0-9A-Fa-f]{4})\*? (.*?)(?:\t|$)", re.MULTILINE)
+
+
+def nvram_entries_named(efibootmgr_output: str, label: str) -> list[str]:
+    """The numbers of the firmware's boot entries called `label`."""
+    return [num for num, name in BOOT_ENTRY.findall(efibootmgr_output) if name.strip() == label]
+
+
 def add_nvram_entry(dev: str, arch: bootloader.EfiArch, steps: Progress) -> None:
     """A boot entry in the firmware too, when it can be written (not needed: the
-    removable-media path boots without one)."""
+    removable-media path boots without one). Entries of an earlier install are replaced,
+    as grub-install replaces its own: they point at partitions that are gone."""
     efivars = Path("/sys/firmware/efi/efivars")
     if not efivars.is_dir() or shutil.which("efibootmgr") is None:
         steps.say("no NVRAM entry (no efibootmgr or efivars); the removable-media path boots")
@@ -447,13 +458,16 @@ def add_nvram_entry(dev: str, arch: bootloader.EfiArch, steps: Progress) -> None
     disk = Path(os.path.realpath(dev)).name
     parent = Path(os.path.realpath(f"/sys/class/block/{disk}")).parent.name
     number = Path(f"/sys/class/block/{disk}/partition").read_text().strip()
+    listing = subprocess.run(["efibootmgr"], capture_output=True, text=True, check=False)
+    for old in nvram_entries_named(listing.stdout, NVRAM_LABEL):
+        subprocess.run(["efibootmgr", "-q", "-b", old, "-B"], capture_output=True, check=False)
     result = subprocess.run(
-        ["efibootmgr", "-q", "-c", "-d", f"/dev/{parent}", "-p", number, "-L", "cOS",
+        ["efibootmgr", "-q", "-c", "-d", f"/dev/{parent}", "-p", number, "-L", NVRAM_LABEL,
          "-l", f"\\EFI\\BOOT\\{arch.boot_file}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     steps.say(
-        "NVRAM entry cOS added"
+        f"NVRAM entry {NVRAM_LABEL} added"
         if result.returncode == 0
         else f"no NVRAM entry ({result.stderr.strip()}); the removable-media path boots"
     )
