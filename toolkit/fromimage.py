@@ -15,6 +15,7 @@ Stages, in build/images/from-image/<name>/<arch>:
 """
 
 import dataclasses
+import json
 import re
 from functools import partial
 from pathlib import Path
@@ -82,29 +83,49 @@ def import_image(reference: str, arch: Arch, layout: Path, log=print) -> None:
     )  # fmt: skip
 
 
+def local_source(reference: str) -> Path | None:
+    """The archive file or layout folder an oci-archive:/oci: reference names, checked to
+    be there (None for a registry image)."""
+    source = source_of(reference)
+    if not source.startswith(("oci-archive:", "oci:")):
+        return None
+    path = Path(source.partition(":")[2].split(":")[0])
+    archive = source.startswith("oci-archive:")
+    if not (path.is_file() if archive else path.is_dir()):
+        wanted = "an OCI archive file" if archive else "an OCI layout folder"
+        raise CosError(f"--image {reference}: {path} is not {wanted}")
+    return path
+
+
 def source_key(reference: str) -> object:
     """What the import stage's key holds of the source: an archive or layout by content, a
     registry image by its manifest as the registry serves it now. A source that is not
     there fails here, before any build folder is made."""
+    path = local_source(reference)
+    return path if path is not None else inspect(reference, "--raw")
+
+
+def source_labels(reference: str, arch: Arch) -> dict[str, str]:
+    """The labels of the image's `arch` variant, read at its source without copying it."""
+    local_source(reference)  # a missing file or folder named as such, not by skopeo
+    config = inspect(reference, "--config", "--override-arch", arch.oci, "--override-os", "linux")
+    return json.loads(config).get("config", {}).get("Labels") or {}
+
+
+def inspect(reference: str, *options: str) -> str:
+    """What `skopeo inspect OPTIONS` prints of the image at its source."""
     source = source_of(reference)
-    if source.startswith(("oci-archive:", "oci:")):
-        path = Path(source.partition(":")[2].split(":")[0])
-        archive = source.startswith("oci-archive:")
-        if not (path.is_file() if archive else path.is_dir()):
-            wanted = "an OCI archive file" if archive else "an OCI layout folder"
-            raise CosError(f"--image {reference}: {path} is not {wanted}")
-        return path
     return run(
-        [
-            "skopeo",
-            "inspect",
-            "--raw",
-            *(["--tls-verify=false"] if on_loopback(source) else []),
-            source,
-        ],
+        ["skopeo", "inspect", *options,
+         *(["--tls-verify=false"] if on_loopback(source) else []), source],
         what=f"skopeo inspect of {reference}",
         env=system_env(),
-    )
+    )  # fmt: skip
+
+
+def flavor_name(labels: dict[str, str], reference: str) -> str:
+    """The name the image goes by: its cOS label, or its reference's last part."""
+    return labels.get("io.cos.flavor") or name_of(reference)
 
 
 def named_flavor(name: str, arch: Arch, description: str = "", version: str = "0") -> Flavor:
@@ -135,7 +156,7 @@ def image_flavor(reference: str, layout: Path, arch: Arch) -> Flavor:
         )
     labels = config.get("config", {}).get("Labels") or {}
     return named_flavor(
-        labels.get("io.cos.flavor") or name_of(reference),
+        flavor_name(labels, reference),
         arch,
         labels.get("org.opencontainers.image.description", f"cOS from {reference}"),
         labels.get("org.opencontainers.image.version", "0"),
@@ -213,10 +234,15 @@ def from_image_folder(reference: str, arch: str) -> Path:
     return paths.build_dir() / "images" / "from-image" / name_of(reference) / arch
 
 
+def requested_arches(arch_name: str | None) -> list[Arch]:
+    """The arches an `--image` build makes: those asked for, or the host's."""
+    return resolve_arches(arch_name or host_arch(), ["x86_64", "aarch64"])
+
+
 def build_from_image(reference: str, arch_name: str | None, log=print) -> list[ImageBuild]:
     """A disk, ISO and OCI image per requested arch (default: the host's) of `reference`,
     and the multi-arch index over them when there are several."""
-    arches = resolve_arches(arch_name or host_arch(), ["x86_64", "aarch64"])
+    arches = requested_arches(arch_name)
     source = source_key(reference)  # first: a source that is not there leaves nothing
     _private, image_key = cosign.ensure_keypair()
     epoch = source_date_epoch()

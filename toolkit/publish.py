@@ -171,10 +171,12 @@ def push_built_image(
 ) -> list[Published]:
     """`invoke push --image REF`: the outputs of `invoke build --image REF` (built now when
     not current), pushed and signed as a flavor's are, under the image's flavor name."""
-    from toolkit.fromimage import build_from_image, from_image_folder
+    from toolkit import fromimage
 
-    images = build_from_image(reference, arch, log=log)
-    if check_access:  # only now is the repository known: the image's label names it
-        check_push_access(repository_for(address, images[0].flavor.name), log)
-    index = from_image_folder(reference, "multiarch")
+    if check_access:  # before the build; the image's label names the repository
+        labels = fromimage.source_labels(reference, fromimage.requested_arches(arch)[0])
+        name = fromimage.flavor_name(labels, reference)
+        check_push_access(repository_for(address, name), log)
+    images = fromimage.build_from_image(reference, arch, log=log)
+    index = fromimage.from_image_folder(reference, "multiarch")
     return push_builds(images, index, address, seen_as=seen_as, log=log)

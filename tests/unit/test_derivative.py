@@ -298,7 +298,7 @@ def test_finishing_that_changed_nothing_adds_no_layer(tmp_path):
 # buildah for real, on a base image made of the host's dash and its libraries.
 
 
-def tiny_image(tmp_path: Path) -> Path:
+def tiny_image(tmp_path: Path, labels: dict[str, str] | None = None) -> Path:
     root = tmp_path / "tiny-root"
     for path in ["/usr/bin/dash", *libraries("/usr/bin/dash")]:
         dest = root / path.lstrip("/")
@@ -310,7 +310,9 @@ def tiny_image(tmp_path: Path) -> Path:
         (root / folder).mkdir(exist_ok=True)
     out = tmp_path / "base"
     arch = get_arch(host_arch())
-    oci.build_oci_image(root, out, arch_oci=arch.oci, labels={}, epoch=1700000000, log=print)
+    oci.build_oci_image(
+        root, out, arch_oci=arch.oci, labels=labels or {}, epoch=1700000000, log=print
+    )
     return out
 
 
@@ -534,3 +536,29 @@ def test_an_image_is_imported_from_a_registry_or_an_oci_layout_as_it_is(tmp_path
     # no io.cos.flavor label: the name comes from the reference
     named = fromimage.image_flavor(reference, layout, get_arch(host_arch())).name
     assert named == ("tiny" if transport == "registry" else fromimage.name_of(reference))
+
+
+@needs("skopeo")
+def test_push_of_an_image_checks_the_registry_before_building(tmp_path, monkeypatch):
+    """The repository is named by the image's label, read at its source: a registry that
+    refuses (here: nothing listens) fails the push before anything is built."""
+    from toolkit.publish import push_built_image
+
+    monkeypatch.setenv("COS_BUILD_DIR", str(tmp_path / "build"))
+    base = tiny_image(tmp_path, labels={"io.cos.flavor": "tiny-appliance"})
+    reference = f"oci:{base / 'oci'}"
+    labels = fromimage.source_labels(reference, get_arch(host_arch()))
+    assert labels["io.cos.flavor"] == "tiny-appliance", labels
+    with pytest.raises(CosError, match="registry at 127.0.0.1:9 is not answering"):
+        push_built_image(reference, None, "127.0.0.1:9/team", check_access=True, log=print)
+    asked = []
+    monkeypatch.setattr("toolkit.registry.probe_push", asked.append)
+
+    def build(*_args, **_kwargs):
+        raise LookupError("the build comes after the probe")
+
+    monkeypatch.setattr("toolkit.fromimage.build_from_image", build)
+    with pytest.raises(LookupError):
+        push_built_image(reference, None, "127.0.0.1:9/team", check_access=True, log=print)
+    assert asked == ["127.0.0.1:9/team/tiny-appliance"]
+    assert not (tmp_path / "build").exists()
