@@ -106,7 +106,8 @@ def source_key(reference: str) -> object:
 
 
 def source_labels(reference: str, arch: Arch) -> dict[str, str]:
-    """The labels of the image's `arch` variant, read at its source without copying it."""
+    """The labels of the image's `arch` variant, read at its source before any import
+    (skopeo still unpacks an oci-archive: to a temporary folder to read it)."""
     local_source(reference)  # a missing file or folder named as such, not by skopeo
     config = inspect(reference, "--config", "--override-arch", arch.oci, "--override-os", "linux")
     return json.loads(config).get("config", {}).get("Labels") or {}

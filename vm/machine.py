@@ -149,7 +149,8 @@ class Machine(GuestCommands):
 
     @property
     def emulator_retries(self) -> int:
-        """First boots repeated after the TCG patching race (vm/health.py)."""
+        """First boots repeated after the TCG patching race (vm/health.py), and restores
+        repeated after the guest's kernel died."""
         return self._boot.emulator_retries
 
     @property
@@ -279,7 +280,9 @@ class Machine(GuestCommands):
                 )
                 self._boot.emulator_retries += 1
                 self.power_cut()
-                self._prepared = False  # prepare() makes the overlays anew
+                # prepare() makes the overlays anew and copies the saved console back
+                shutil.copyfile(self.console_path, self.workdir / "console.restore-died.log")
+                self._prepared = False
                 self._restore_from_state(restore, timeout, check_health)
             return
         while True:

@@ -32,6 +32,9 @@ class BootSupervisor:
         self.instance_offset = 0  # console offset where the current QEMU process began
         self.instance_started = 0.0
         self.instance_restored = False  # the current QEMU process resumed a saved state
+        # Console offset where this machine's resume began: a cold start after the guest
+        # reset itself (a panic's countdown) begins a new instance but not a new restore.
+        self.restore_offset: int | None = None
         self.boot_started = 0.0
         self.boot_history: list[dict[str, float]] = []
         self.firmware_restarts = 0  # power cycles after a firmware that printed nothing
@@ -47,6 +50,8 @@ class BootSupervisor:
         self.instance_offset = self.console.size()
         self.instance_started = time.monotonic()
         self.instance_restored = restored
+        if restored:
+            self.restore_offset = self.instance_offset
 
     def begin_boot(self, reboot: bool = False) -> None:
         self.stop_timer()
@@ -127,10 +132,10 @@ class BootSupervisor:
         answered SSH. Such a restore can be repeated exactly, from fresh overlays, once:
         nothing of the test has run in it yet."""
         return (
-            self.instance_restored
+            self.restore_offset is not None
             and not self.boot_history
             and self.emulator_retries == 0
-            and bool(health.KERNEL_DIED.search(self.console.read(self.instance_offset)))
+            and bool(health.KERNEL_DIED.search(self.console.read(self.restore_offset)))
         )
 
     # ----- the one step that acts --------------------------------------------------------

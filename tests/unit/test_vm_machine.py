@@ -147,16 +147,21 @@ def test_only_a_restore_whose_kernel_died_before_ssh_is_repeated(tmp_path: Path)
     m._boot.new_instance(restored=True)
     m.console.path.write_text(m.console.path.read_text() + RESTORE_PANIC_CONSOLE)
     assert m._boot.restored_kernel_died()
+    m._boot.new_instance()  # the harness's cold start after the panic's countdown
+    assert m._boot.restored_kernel_died()  # still the restore that died
     m._boot.emulator_retries = 1
     assert not m._boot.restored_kernel_died()  # once only
     m._boot.emulator_retries = 0
     m.boot_history.append({"ssh": 1.0})
     assert not m._boot.restored_kernel_died()  # it answered: a test has run in it since
-    m.boot_history.clear()
-    m._boot.new_instance(restored=False)
-    m._boot.instance_offset = 0  # the same console, read as a booted instance's
-    assert not m._boot.restored_kernel_died()  # a booted kernel that dies is the image's
+    booted = Machine("booted", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    booted.console.path.parent.mkdir(parents=True, exist_ok=True)
+    booted.console.path.write_text(RESTORE_PANIC_CONSOLE)
+    booted._boot.new_instance()
+    booted._boot.instance_offset = booted._boot.boot_offset = 0
+    assert not booted._boot.restored_kernel_died()  # a booted kernel that dies is the image's
     m.cleanup()
+    booted.cleanup()
 
 
 class FakeDomain:
