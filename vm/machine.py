@@ -266,48 +266,34 @@ class Machine(GuestCommands):
             if self._prepared:
                 raise VmError(f"{self.name} has its own disks already: it cannot be restored")
             self._restore = restore
-            try:
-                self._restore_from_state(restore, timeout, check_health)
-            except GuestUnreachable as exc:
-                if not self._boot.restored_kernel_died():
-                    raise
-                # Seen once in many hundred restores (x86_64, TCG, two restores of one
-                # state at once): a panic in the network stack right after the resume.
-                warnings.warn(
-                    f"{self.name}: the guest's kernel died right after it was restored; "
-                    f"restoring it again from fresh overlays. {exc}",
-                    stacklevel=2,
-                )
-                self._boot.emulator_retries += 1
-                self.power_cut()
-                # prepare() makes the overlays anew and copies the saved console back
-                shutil.copyfile(self.console_path, self.workdir / "console.restore-died.log")
-                self._prepared = False
-                self._restore_from_state(restore, timeout, check_health)
-            return
         while True:
-            self.prepare()
-            self._create_new_domain()
-            self._begin_boot()
-            if not wait:
-                return
             try:
+                if restore is not None:
+                    self._restore_from_state(restore, timeout, check_health)
+                    return
+                self.prepare()
+                self._create_new_domain()
+                self._begin_boot()
+                if not wait:
+                    return
                 self.wait_for_ssh(timeout, check_health=check_health, fail_fast=fail_fast)
                 return
-            except (GuestUnreachable, HealthGateFailed):
-                if not self._boot.hit_emulator_patch_race():
+            except (GuestUnreachable, HealthGateFailed) as exc:
+                why = self._boot.repeatable_death()
+                if why is None:
                     raise
-            # A machine's first boot can be repeated exactly: same fresh disks, seed and
-            # firmware variables. Later boots carry state a scenario depends on: never.
+                died = str(exc)
+            # A machine's first start can be repeated exactly: same fresh disks (or
+            # overlays), seed and firmware variables. Later boots carry state a scenario
+            # depends on: never.
             warnings.warn(
-                f"{self.name}: the guest kernel died in live code patching "
-                "(QEMU multi-threaded TCG race, see vm/health.py); booting it "
-                "again from fresh disks",
-                stacklevel=2,
+                f"{self.name}: {why}; starting it again from fresh files. {died}", stacklevel=2
             )
             self._boot.emulator_retries += 1
             self.power_cut()
-            self._prepared = False  # prepare() makes the files anew
+            # prepare() makes the files anew; a restore's copies the saved console back
+            shutil.copyfile(self.console_path, self.workdir / "console.died.log")
+            self._prepared = False
 
     def _create_new_domain(self) -> None:
         """Write this start's domain XML and create the domain, on a new SSH port when

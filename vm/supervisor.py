@@ -138,6 +138,22 @@ class BootSupervisor:
             and bool(health.KERNEL_DIED.search(self.console.read(self.restore_offset)))
         )
 
+    def repeatable_death(self) -> str | None:
+        """Why this machine's first start died of something that was not the image's
+        doing, so that it may be repeated once from fresh files; None when it may not."""
+        if self.restore_offset is not None:
+            if self.restored_kernel_died():
+                # Seen once in many hundred restores (x86_64, TCG, two restores of one
+                # state at once): a panic in the network stack right after the resume.
+                return "the guest's kernel died right after it was restored"
+            return None
+        if self.hit_emulator_patch_race():
+            return (
+                "the guest kernel died in live code patching "
+                "(QEMU multi-threaded TCG race, see vm/health.py)"
+            )
+        return None
+
     # ----- the one step that acts --------------------------------------------------------
 
     def supervise(self, running: bool, start_again: Callable[[str], None]) -> bool:

@@ -120,6 +120,7 @@ def test_only_a_first_tcg_boot_killed_by_the_patch_race_is_repeated(tmp_path: Pa
     assert not m._boot.hit_emulator_patch_race()  # any other dead boot is the image's fault
     m.console.path.write_text(PATCH_RACE_CONSOLE)
     assert m._boot.hit_emulator_patch_race()
+    assert "live code patching" in m._boot.repeatable_death()
     m._boot.emulator_retries = 1
     assert not m._boot.hit_emulator_patch_race()  # once only
     m._boot.emulator_retries = 0
@@ -149,6 +150,7 @@ def test_only_a_restore_whose_kernel_died_before_ssh_is_repeated(tmp_path: Path)
     assert m._boot.restored_kernel_died()
     m._boot.new_instance()  # the harness's cold start after the panic's countdown
     assert m._boot.restored_kernel_died()  # still the restore that died
+    assert m._boot.repeatable_death() == "the guest's kernel died right after it was restored"
     m._boot.emulator_retries = 1
     assert not m._boot.restored_kernel_died()  # once only
     m._boot.emulator_retries = 0
@@ -160,8 +162,33 @@ def test_only_a_restore_whose_kernel_died_before_ssh_is_repeated(tmp_path: Path)
     booted._boot.new_instance()
     booted._boot.instance_offset = booted._boot.boot_offset = 0
     assert not booted._boot.restored_kernel_died()  # a booted kernel that dies is the image's
+    assert booted._boot.repeatable_death() is None
     m.cleanup()
     booted.cleanup()
+
+
+def test_a_restore_whose_kernel_died_is_restored_once_more_from_fresh_files(monkeypatch):
+    """start(restore=...) after a dead resume: one warning, one more restore, the dead
+    attempt's console kept beside the new one."""
+    m = Machine("again", MachineOptions(arch=host_arch()), accel=Accel("tcg", "test"))
+    m.console.path.parent.mkdir(parents=True, exist_ok=True)
+    m.console.path.write_text("[   12.7] systemd[1]: Reached target multi-user.target\n")
+    attempts = []
+
+    def restore_from_state(state, timeout, check_health):
+        attempts.append(m._prepared)
+        m._boot.new_instance(restored=True)
+        if len(attempts) == 1:
+            m.console.path.write_text(m.console.path.read_text() + RESTORE_PANIC_CONSOLE)
+            raise GuestUnreachable(f"{m.name} cannot boot: Kernel panic")
+        m._boot.end_boot()
+
+    monkeypatch.setattr(m, "_restore_from_state", restore_from_state)
+    with pytest.warns(UserWarning, match="died right after it was restored; starting it again"):
+        m.start(restore=object())
+    assert len(attempts) == 2 and m.emulator_retries == 1
+    assert "Kernel panic" in (m.workdir / "console.died.log").read_text()
+    m.cleanup()
 
 
 class FakeDomain:
